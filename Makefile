@@ -1,0 +1,33 @@
+# `make run` and `make test` each bootstrap .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/backpack serve-instance --data ./data/default
+
+lint: $(STAMP)
+	$(BIN)/ruff check backpack tests bench
+	$(BIN)/ruff format --check backpack tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict backpack
+
+test: lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from backpack.cli.main import main
+
+main()

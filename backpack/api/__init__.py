@@ -1,0 +1,1 @@
+"""HTTP and WebSocket translation only: routes, errors to JSON, credentials, OpenAPI."""

@@ -1,0 +1,89 @@
+"""`backpack`: run Backpack from the command line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+
+from backpack import __version__
+from backpack.errors import BackpackError
+
+console = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="backpack")
+def cli() -> None:
+    """Backpack: a self-hosted backend for web apps.
+
+    A backpack is an isolated backend with its own collections, records and
+    keys, served over HTTP (see https://localhost:8000/api/docs once running).
+    """
+
+
+@cli.command("serve-instance")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory holding this backpack's database and secret key (created if missing).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="How much the server logs.",
+)
+def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None:
+    """Serve one backpack alone at / (the API lives under /api).
+
+    The secret key comes from BACKPACK_SECRET_KEY (a bpk_… string) or from
+    DATA/secret_key; on first start a new key is generated, stored there with
+    mode 0600 and printed once. Send it as 'Authorization: Bearer <key>' from
+    servers only: it bypasses every rule.
+    """
+    import uvicorn
+
+    from backpack.platform.instance import build_instance_app, load_secret_key
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        key = load_secret_key(data_dir)
+    except BackpackError as exc:
+        raise click.ClickException(exc.message) from None
+    app = build_instance_app(data_dir, key.value)
+    if key.generated:
+        console.print(
+            Panel.fit(
+                f"[bold]{key.value}[/bold]\n\nStored in {data_dir / 'secret_key'} (mode 0600). "
+                "It is shown only this once.",
+                title="New secret key",
+            )
+        )
+    console.print(f"Backpack {__version__} serving {data_dir} at http://{host}:{port}/api")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        lifespan="on",
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def main() -> None:
+    cli()

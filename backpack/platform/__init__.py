@@ -1,0 +1,1 @@
+"""Putting backpacks together and running them: keys, data directories, instances."""

@@ -1,0 +1,64 @@
+"""One backpack from a data directory: its secret key, its database and its app."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from backpack.api.app import BackpackApp
+from backpack.api.context import InstanceContext
+from backpack.core.records import DataService
+from backpack.errors import BadRequest
+from backpack.storage.sqlite.adapter import SqliteStorage
+
+SECRET_KEY_ENV = "BACKPACK_SECRET_KEY"
+KEY_FILE = "secret_key"
+DATABASE_FILE = "backpack.db"
+_KEY_PATTERN = re.compile(r"bpk_[A-Za-z0-9_-]{32,200}")
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    value: str
+    generated: bool  # True when made on this start (show it once)
+
+
+def new_secret_key() -> str:
+    return "bpk_" + secrets.token_urlsafe(32)
+
+
+def load_secret_key(data_dir: Path, environ: dict[str, str] | None = None) -> SecretKey:
+    """From BACKPACK_SECRET_KEY, else DIR/secret_key, else a new key stored there with mode 0600."""
+    env = os.environ if environ is None else environ
+    from_env = env.get(SECRET_KEY_ENV)
+    if from_env:
+        if not _KEY_PATTERN.fullmatch(from_env):
+            raise BadRequest(
+                f"{SECRET_KEY_ENV} must be 'bpk_' and 32 or more letters, digits, '_' or '-'."
+            )
+        return SecretKey(from_env, False)
+    path = data_dir / KEY_FILE
+    if path.exists():
+        value = path.read_text().strip()
+        if not _KEY_PATTERN.fullmatch(value):
+            raise BadRequest(f"{path} does not hold a valid secret key.")
+        return SecretKey(value, False)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = new_secret_key()
+    temp = path.with_suffix(".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    return SecretKey(value, True)
+
+
+def build_instance_app(data_dir: Path, secret_key: str) -> BackpackApp:
+    storage = SqliteStorage(str(data_dir / DATABASE_FILE))
+    data = DataService(storage, cursor_key=secret_key.encode())
+    return BackpackApp(InstanceContext(data=data, secret_key=secret_key))

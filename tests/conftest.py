@@ -1,0 +1,104 @@
+"""Shared fixtures: a real Backpack server (uvicorn on a loopback port) and clients for it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    url: str
+    key: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def client(self, *, key: bool = True) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(
+    data_dir: Path, *, key: str | None = None, env: dict[str, str] | None = None
+) -> RunningServer:
+    port = free_port()
+    environ = {**os.environ, **(env or {})}
+    if key is not None:
+        environ["BACKPACK_SECRET_KEY"] = key
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"server-{port}.log"
+    command = [sys.executable, "-m", "backpack", "serve-instance", "--data", str(data_dir)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=environ
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+    return RunningServer(url, key or "", data_dir, process, log_path)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    key = "bpk_" + secrets.token_urlsafe(32)
+    running = start_server(tmp_path_factory.mktemp("backpack") / "data", key=key)
+    yield running
+    running.stop()
+    assert "Traceback" not in running.log(), running.log()
+
+
+@pytest.fixture
+def admin(server: RunningServer) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def anon(server: RunningServer) -> Iterator[httpx.Client]:
+    with server.client(key=False) as client:
+        yield client
+
+
+@pytest.fixture
+def collection_name(request: pytest.FixtureRequest) -> str:
+    return "c_" + secrets.token_hex(4)

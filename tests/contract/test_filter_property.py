@@ -1,0 +1,142 @@
+"""The SQLite compiler and the in-memory evaluator accept exactly the same records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import apsw
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backpack.core.filter import compile_matcher, parse_filter
+from backpack.core.jsonutil import dumps_str, normalize
+from backpack.storage.sqlite.filter_sql import compile_filter_sqlite, register_sqlite_functions
+from backpack.types import JSON
+
+KEYS = ["a", "b", "my-key", "score", "title", "done"]
+NESTED_KEYS = ["a", "b", "my-key"]
+FIELD_TYPES = {"score": "number", "title": "string", "done": "boolean"}
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=4)
+# A small shared vocabulary, so filters hit documents often; sometimes anything.
+VOCABULARY = st.sampled_from([None, True, False, 0, 1, 1.5, "", "a", "A", "é", "1"])
+SCALARS: st.SearchStrategy[JSON] = st.one_of(
+    VOCABULARY,
+    VOCABULARY,
+    VOCABULARY,
+    VOCABULARY,
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+)
+VALUES: st.SearchStrategy[JSON] = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(NESTED_KEYS), inner, max_size=2),
+    ),
+    max_leaves=6,
+)
+# Operands: mostly plain vocabulary, sometimes a container or a record id.
+OPERANDS = st.one_of(VOCABULARY, VOCABULARY, VALUES, st.sampled_from(["d0", "d1", "d9"]))
+ORDERED = st.one_of(SCALARS, st.sampled_from(["d0", "d1", "d9"])).filter(lambda v: v is not None)
+PATHS = st.one_of(
+    st.sampled_from(KEYS),
+    st.lists(st.sampled_from([*NESTED_KEYS, "0", "1"]), max_size=2).map(
+        lambda tail: ".".join(["a", *tail])
+    ),
+)
+FIELDS = st.one_of(st.just("id"), PATHS)
+PATTERNS = st.sampled_from(["a", "^a", "b$", "^$", "é", "A", ".", "^[ab]+$", "1", "(a+)+$"])
+
+
+@st.composite
+def op_expressions(draw: st.DrawFn, depth: int) -> dict[str, JSON]:
+    if draw(st.integers(0, 5)) == 0:
+        return {"$regex": draw(PATTERNS), "$options": draw(st.sampled_from(["", "i"]))}
+    single = [
+        st.tuples(st.sampled_from(["$eq", "$ne"]), OPERANDS),
+        st.tuples(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), ORDERED),
+        st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(OPERANDS, max_size=4)),
+        st.tuples(st.just("$all"), st.lists(OPERANDS, max_size=3)),
+        st.tuples(st.just("$exists"), st.booleans()),
+        st.tuples(st.just("$size"), st.integers(0, 3)),
+        st.tuples(st.just("$regex"), PATTERNS),
+    ]
+    if depth > 0:
+        single += [
+            st.tuples(st.just("$not"), op_expressions(depth - 1)),
+            st.tuples(
+                st.just("$elemMatch"), op_expressions(depth - 1) | filters(depth - 1, min_size=1)
+            ),
+        ]
+    ops = st.lists(st.one_of(single), min_size=1, max_size=2, unique_by=lambda kv: kv[0])
+    return dict(draw(ops))
+
+
+@st.composite
+def filters(draw: st.DrawFn, depth: int, min_size: int = 0) -> dict[str, JSON]:
+    condition = st.one_of(OPERANDS, op_expressions(depth))
+    entry: st.SearchStrategy[tuple[str, JSON]] = st.tuples(FIELDS, condition)
+    if depth > 0:
+        logic = st.tuples(
+            st.sampled_from(["$and", "$or", "$nor"]),
+            st.lists(filters(depth - 1), min_size=1, max_size=2),
+        )
+        entry = entry | logic
+    return dict(draw(st.lists(entry, min_size=min_size, max_size=2, unique_by=lambda kv: kv[0])))
+
+
+FILTERS = filters(2, min_size=1)
+DOCUMENTS = st.lists(
+    st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5), min_size=1, max_size=6
+)
+
+
+def typed_documents() -> st.SearchStrategy[dict[str, JSON]]:
+    declared = st.fixed_dictionaries(
+        {},
+        optional={
+            "score": st.none() | st.integers(-3, 3) | st.floats(-5, 5) | st.sampled_from([1e300]),
+            "title": st.none() | st.sampled_from(["", "a", "b", "Ab", "é"]) | TEXT,
+            "done": st.none() | st.booleans(),
+        },
+    )
+    free = st.dictionaries(st.sampled_from(NESTED_KEYS), st.one_of(SCALARS, VALUES), max_size=3)
+    return st.builds(lambda d, f: {**f, **d}, declared, free)
+
+
+def _agree(
+    docs: list[dict[str, JSON]],
+    filter_json: dict[str, JSON],
+    field_types: Mapping[str, str] | None = None,
+) -> None:
+    records = [normalize({**doc, "id": f"d{i}"}) for i, doc in enumerate(docs)]
+    conn = apsw.Connection(":memory:")
+    register_sqlite_functions(conn)
+    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
+    for record in records:
+        assert isinstance(record, dict)
+        conn.execute("INSERT INTO t VALUES (?, ?)", (record["id"], dumps_str(record)))
+    node = parse_filter(filter_json)
+    sql, params = compile_filter_sqlite(node, field_types=field_types)
+    from_sql = {row[0] for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)}
+    matcher = compile_matcher(node)
+    from_evaluator = {r["id"] for r in records if isinstance(r, dict) and matcher(r)}
+    assert from_sql == from_evaluator, sql
+
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(DOCUMENTS, FILTERS)
+def test_sqlite_agrees_with_evaluator(docs: list[dict[str, JSON]], f: dict[str, JSON]) -> None:
+    _agree(docs, f)
+
+
+@SETTINGS
+@given(st.lists(typed_documents(), min_size=3, max_size=8), FILTERS)
+def test_sqlite_agrees_with_evaluator_on_declared_fields(
+    docs: list[dict[str, JSON]], f: dict[str, JSON]
+) -> None:
+    _agree(docs, f, FIELD_TYPES)

@@ -1,0 +1,194 @@
+"""The storage contract: every adapter behind `backpack.core.storage.Storage` passes this.
+
+Parametrized over adapters; the PostgreSQL adapter joins the list when it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from backpack.core import jsonutil
+from backpack.core.filter import MATCH_ALL, parse_filter
+from backpack.core.storage import (
+    AlreadyExists,
+    Delete,
+    DropCollection,
+    IndexDef,
+    IndexKey,
+    Insert,
+    PutCollection,
+    Query,
+    StaleWrite,
+    Storage,
+    UniqueViolation,
+    Update,
+)
+from backpack.errors import NotFound, ValidationFailed
+from backpack.storage.sqlite.adapter import SqliteStorage
+
+
+def sqlite_factory(tmp: Path) -> Storage:
+    return SqliteStorage(str(tmp / "contract.db"))
+
+
+ADAPTERS = {"sqlite": sqlite_factory}
+
+
+@pytest.fixture(params=sorted(ADAPTERS))
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    store = ADAPTERS[request.param](tmp_path)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def doc(record_id: str, version: int = 1, **fields: object) -> str:
+    return jsonutil.dumps_str({"id": record_id, "version": version, **fields})
+
+
+async def make(store: Storage, name: str = "items", *indexes: IndexDef) -> None:
+    await store.apply([PutCollection(name, "{}", tuple(indexes), create=True)])
+
+
+async def test_insert_get_update_delete(storage: Storage) -> None:
+    await make(storage)
+    await storage.apply([Insert("items", "a", 1, doc("a", n=1))])
+    found = await storage.get("items", "a")
+    assert found is not None and found.version == 1 and jsonutil.loads(found.doc)["n"] == 1
+    await storage.apply([Update("items", "a", 1, 2, doc("a", 2, n=2))])
+    with pytest.raises(StaleWrite):
+        await storage.apply([Update("items", "a", 1, 2, doc("a", 2, n=3))])
+    found = await storage.get("items", "a")
+    assert found is not None and jsonutil.loads(found.doc)["n"] == 2
+    with pytest.raises(StaleWrite):
+        await storage.apply([Delete("items", "a", 1)])
+    await storage.apply([Delete("items", "a", 2)])
+    assert await storage.get("items", "a") is None
+
+
+async def test_duplicate_ids_and_unknown_collections(storage: Storage) -> None:
+    await make(storage)
+    await storage.apply([Insert("items", "a", 1, doc("a"))])
+    with pytest.raises(AlreadyExists):
+        await storage.apply([Insert("items", "a", 1, doc("a"))])
+    with pytest.raises(NotFound):
+        await storage.apply([Insert("nope", "a", 1, doc("a"))])
+    with pytest.raises(AlreadyExists):
+        await make(storage)
+
+
+async def test_apply_is_all_or_nothing(storage: Storage) -> None:
+    await make(storage)
+    await storage.apply([Insert("items", "a", 1, doc("a"))])
+    with pytest.raises(AlreadyExists):
+        await storage.apply([Insert("items", "b", 1, doc("b")), Insert("items", "a", 1, doc("a"))])
+    assert await storage.get("items", "b") is None
+
+
+async def test_concurrent_units_fail_alone(storage: Storage) -> None:
+    await make(storage, "items", IndexDef("u", (IndexKey(("k",)),), unique=True))
+    results = await asyncio.gather(
+        *(storage.apply([Insert("items", f"r{i}", 1, doc(f"r{i}", k=i % 5))]) for i in range(50)),
+        return_exceptions=True,
+    )
+    assert sum(r is None for r in results) == 5
+    assert all(isinstance(r, UniqueViolation) for r in results if r is not None)
+    page = await storage.query(Query("items", MATCH_ALL, (IndexKey(("id",)),), 100, count=True))
+    assert page.total == 5
+
+
+async def test_unique_index_tells_types_apart(storage: Storage) -> None:
+    await make(storage, "items", IndexDef("u", (IndexKey(("k",)),), unique=True))
+    await storage.apply([Insert("items", "a", 1, doc("a", k=1))])
+    await storage.apply([Insert("items", "b", 1, doc("b", k=True))])
+    await storage.apply([Insert("items", "c", 1, doc("c", k="1"))])
+    await storage.apply([Insert("items", "d", 1, doc("d")), Insert("items", "e", 1, doc("e"))])
+    with pytest.raises(UniqueViolation):
+        await storage.apply([Insert("items", "f", 1, doc("f", k=1))])
+
+
+async def test_query_filter_sort_keyset(storage: Storage) -> None:
+    await make(storage)
+    ops = [Insert("items", f"r{i:02d}", 1, doc(f"r{i:02d}", n=i % 4)) for i in range(20)]
+    await storage.apply(ops)
+    where = parse_filter({"n": {"$gte": 2}})
+    sort = (IndexKey(("n",), True), IndexKey(("id",), True))
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await storage.query(Query("items", where, sort, 3, after=after, count=True))
+        assert page.total == 10
+        seen += [jsonutil.loads(d)["id"] for d in page.docs]
+        if page.last_key is None:
+            break
+        after = page.last_key
+    expected = sorted(
+        (f"r{i:02d}" for i in range(20) if i % 4 >= 2),
+        key=lambda i: (int(i[1:]) % 4, i),
+        reverse=True,
+    )
+    assert seen == expected
+
+
+async def test_keyset_with_missing_values(storage: Storage) -> None:
+    await make(storage)
+    await storage.apply(
+        [Insert("items", f"r{i}", 1, doc(f"r{i}", **({"n": i} if i % 2 else {}))) for i in range(8)]
+    )
+    for descending in (False, True):
+        sort = (IndexKey(("n",), descending), IndexKey(("id",), descending))
+        everything = await storage.query(Query("items", MATCH_ALL, sort, 100))
+        walked: list[str] = []
+        after = None
+        while True:
+            page = await storage.query(Query("items", MATCH_ALL, sort, 2, after=after))
+            walked += page.docs
+            if page.last_key is None:
+                break
+            after = page.last_key
+        assert walked == everything.docs and len(walked) == 8
+
+
+async def test_get_many_and_where(storage: Storage) -> None:
+    await make(storage)
+    await storage.apply([Insert("items", i, 1, doc(i, public=i != "b")) for i in "abc"])
+    docs = await storage.get_many("items", ["a", "b", "zz"], parse_filter({"public": True}))
+    assert [jsonutil.loads(d)["id"] for d in docs] == ["a"]
+    assert await storage.get("items", "b", parse_filter({"public": True})) is None
+
+
+async def test_collections_persist_and_drop(storage: Storage, tmp_path: Path) -> None:
+    await make(storage, "one")
+    await storage.apply([PutCollection("one", '{"v": 2}', (), create=False)])
+    stored = {c.name: c.meta for c in await storage.load_collections()}
+    assert stored == {"one": '{"v": 2}'}
+    await storage.apply([DropCollection("one")])
+    assert await storage.load_collections() == []
+    with pytest.raises(NotFound):
+        await storage.get("one", "a")
+
+
+async def test_check_existing_refuses_change(storage: Storage) -> None:
+    await make(storage)
+    await storage.apply([Insert("items", "a", 1, doc("a", n="x"))])
+
+    def refuse(rows: Iterator[tuple[str, str]]) -> None:
+        for record_id, _ in rows:
+            raise ValidationFailed("no", {record_id: "bad"})
+
+    with pytest.raises(ValidationFailed):
+        await storage.apply([PutCollection("items", '{"v": 9}', (), False, refuse)])
+    assert {c.meta for c in await storage.load_collections()} == {"{}"}
+
+
+async def test_unique_index_over_duplicates_refused(storage: Storage) -> None:
+    await make(storage)
+    await storage.apply([Insert("items", i, 1, doc(i, k=1)) for i in "ab"])
+    index = IndexDef("u", (IndexKey(("k",)),), unique=True)
+    with pytest.raises(UniqueViolation):
+        await storage.apply([PutCollection("items", "{}", (index,), False)])
+    await storage.apply([Insert("items", "c", 1, doc("c", k=1))])
