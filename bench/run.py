@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import data
+from bench import cpu, data
 from bench.memory import MemorySampler, tree_hwm_kb
 from bench.servers import SERVERS, Server, ServerError, http_json
 from bench.wrk import Load, WrkResult, find_wrk, run_wrk, wrk_version
@@ -34,6 +34,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 WORK_ROOT = BENCH_DIR / ".work"  # git-ignored scratch space
 DEFAULT_OUTPUT = BENCH_DIR / "RESULTS.md"
 MEMORY_TARGET_MB = 150.0
+OTHER_CPU_WARN_PCT = 10.0  # share of all cores used by other processes that taints a run
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,14 @@ class Run:
     count_before: int
     count_after: int
     rss_peak_kb: int = 0
+    cpu: cpu.CpuUse | None = None
+
+    def cpu_pct(self, value: float) -> float:
+        return self.cpu.share(self.result.duration_s, value) if self.cpu else 0.0
+
+    @property
+    def other_cpu_pct(self) -> float:
+        return self.cpu_pct(self.cpu.other_s) if self.cpu else 0.0
 
 
 @dataclass
@@ -116,6 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report path")
     p.add_argument(
         "--time-limit", type=float, default=660.0, help="abort (and clean up) after this many s"
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=60.0,
+        help="wait up to this many s for other processes to leave the CPU idle before starting",
     )
     p.add_argument("--keep-work", action="store_true", help=f"keep data and logs in {WORK_ROOT}")
     args = p.parse_args(argv)
@@ -270,6 +285,16 @@ def prepare(
 def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> None:
     wrk = find_wrk()
     report["machine"] = machine_facts(wrk)
+    busy = cpu.busy_share(2.0)
+    deadline = time.monotonic() + args.wait_idle
+    if busy > OTHER_CPU_WARN_PCT and args.wait_idle > 0:
+        log(f"machine CPU {busy:.0f}% busy; waiting up to {args.wait_idle:.0f}s for it to idle")
+        while busy > OTHER_CPU_WARN_PCT and time.monotonic() < deadline:
+            busy = cpu.busy_share(2.0)
+    report["busy_before_pct"] = busy
+    log(f"machine CPU busy before starting: {busy:.0f}% of {os.cpu_count()} cores")
+    if busy > OTHER_CPU_WARN_PCT:
+        log("warning: other processes are using the CPU; results will be skewed")
     names = list(SERVERS) if args.only == "both" else [args.only]
     scenarios = [s for s in SCENARIOS if s.key in args.scenarios]
     records = data.make_records()
@@ -314,18 +339,22 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
                 warm = run_wrk(
                     wrk, load, threads=args.threads, connections=conns, duration_s=args.warmup
                 )
+                cpu_start = cpu.snapshot(server.pid)
                 res = run_wrk(
                     wrk, load, threads=args.threads, connections=conns, duration_s=args.duration
                 )
+                cpu_use = cpu.since(cpu_start, server.pid)
                 sampler.sample_now()
                 rss = sampler.window_kb[name]
                 after = settled_count(server)
-                runs.append(Run(scenario, name, rnd, warm, res, before, after, rss))
+                run = Run(scenario, name, rnd, warm, res, before, after, rss, cpu_use)
+                runs.append(run)
                 log(
                     f"round {rnd} ({scenario.key}) {server.label:10s} "
                     f"{res.rps:9.0f} req/s  p50 {res.lat_p50_ms:7.2f} ms  "
                     f"p99 {res.lat_p99_ms:7.2f} ms  non-2xx {res.errors_status}  "
-                    f"socket errors {res.socket_errors}  records {after}  RSS {mb(rss):.0f} MB"
+                    f"socket errors {res.socket_errors}  records {after}  RSS {mb(rss):.0f} MB  "
+                    f"other CPU {run.other_cpu_pct:.0f}%"
                 )
         sampler.stop()
         for name, server in servers.items():
@@ -419,8 +448,23 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         )
     out.append("")
 
+    busy = report.get("busy_before_pct", 0.0)
+    worst = max((r.other_cpu_pct for r in runs), default=0.0)
+    if busy > OTHER_CPU_WARN_PCT or worst > OTHER_CPU_WARN_PCT:
+        out += [
+            f"**Warning: the machine was not idle.** Other processes used {busy:.0f}% of the "
+            f"CPU just before the run and up to {worst:.0f}% during a measured run (see "
+            "'Other CPU %' below). These ratios are skewed; rerun on an idle machine.",
+            "",
+        ]
+
     # Checks
     out += ["## Checks", ""]
+    out.append(
+        f"- Machine CPU busy (all processes) in the 2 s before the servers started: "
+        f"{busy:.0f}%; highest share used by other processes during a measured run: "
+        f"{worst:.0f}%."
+    )
     bad = [r for r in runs if r.result.errors_status or r.result.socket_errors]
     if runs and not bad:
         out.append("- Every measured run: 0 non-2xx responses and 0 socket errors.")
@@ -455,15 +499,17 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         f"{args.duration:g} s measured, per scenario, per server, per round.",
         "",
         "| Scenario | Server | Round | Requests/s | p50 ms | p99 ms | max ms "
-        "| Requests | Non-2xx | Socket errors | Records after | Peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Requests | Non-2xx | Socket errors | Records after | Peak RSS MB "
+        "| Server CPU % | Other CPU % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (r.scenario.key, r.server, r.round)):
         x = r.result
         out.append(
             f"| ({r.scenario.key}) | {infos[r.server].label} | {r.round} | {x.rps:.0f} | "
             f"{x.lat_p50_ms:.2f} | {x.lat_p99_ms:.2f} | {x.lat_max_ms:.1f} | {x.requests} | "
-            f"{x.errors_status} | {x.socket_errors} | {r.count_after} | {mb(r.rss_peak_kb):.1f} |"
+            f"{x.errors_status} | {x.socket_errors} | {r.count_after} | {mb(r.rss_peak_kb):.1f} | "
+            f"{r.cpu_pct(r.cpu.server_s) if r.cpu else 0:.0f} | {r.other_cpu_pct:.0f} |"
         )
     out.append("")
 
@@ -515,6 +561,9 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         '- Backpack: (b) `?filter={"score":{"$gt":500},"done":true}&sort=-score&limit=20`, '
         "(c) the same plus `&count=true`.",
         "- Non-2xx counts wrk's `status >= 400` responses.",
+        "- CPU % columns are shares of all cores over the measured run, from /proc: the "
+        "server's process tree, and everything except the server, wrk and this harness "
+        "('Other').",
         "",
     ]
     if status and report.get("traceback"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 import apsw
 from hypothesis import HealthCheck, given, settings
@@ -13,20 +14,26 @@ from backpack.core.jsonutil import dumps_str, normalize
 from backpack.storage.sqlite.filter_sql import compile_filter_sqlite, register_sqlite_functions
 from backpack.types import JSON
 
+T = TypeVar("T")
+
+
+def weighted(*choices: tuple[int, st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
+    """Pick a strategy in proportion to its weight (shrinking towards the first)."""
+    table = [strategy for weight, strategy in choices for _ in range(weight)]
+    return st.sampled_from(table).flatmap(lambda strategy: strategy)
+
+
 KEYS = ["a", "b", "my-key", "score", "title", "done"]
 NESTED_KEYS = ["a", "b", "my-key"]
 FIELD_TYPES = {"score": "number", "title": "string", "done": "boolean"}
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=4)
 # A small shared vocabulary, so filters hit documents often; sometimes anything.
 VOCABULARY = st.sampled_from([None, True, False, 0, 1, 1.5, "", "a", "A", "é", "1"])
-SCALARS: st.SearchStrategy[JSON] = st.one_of(
-    VOCABULARY,
-    VOCABULARY,
-    VOCABULARY,
-    VOCABULARY,
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    TEXT,
+SCALARS: st.SearchStrategy[JSON] = weighted(
+    (12, VOCABULARY),
+    (1, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    (1, st.floats(allow_nan=False, allow_infinity=False)),
+    (1, TEXT),
 )
 VALUES: st.SearchStrategy[JSON] = st.recursive(
     SCALARS,
@@ -36,59 +43,68 @@ VALUES: st.SearchStrategy[JSON] = st.recursive(
     ),
     max_leaves=6,
 )
+IDS = st.sampled_from(["d0", "d1", "d2", "d9"])
 # Operands: mostly plain vocabulary, sometimes a container or a record id.
-OPERANDS = st.one_of(VOCABULARY, VOCABULARY, VALUES, st.sampled_from(["d0", "d1", "d9"]))
-ORDERED = st.one_of(SCALARS, st.sampled_from(["d0", "d1", "d9"])).filter(lambda v: v is not None)
-PATHS = st.one_of(
-    st.sampled_from(KEYS),
-    st.lists(st.sampled_from([*NESTED_KEYS, "0", "1"]), max_size=2).map(
-        lambda tail: ".".join(["a", *tail])
-    ),
+OPERANDS = weighted((6, VOCABULARY), (2, VALUES), (1, IDS))
+ORDERED = st.one_of(SCALARS, IDS).filter(lambda v: v is not None)
+NESTED_PATHS = st.lists(st.sampled_from([*NESTED_KEYS, "0", "1"]), min_size=1, max_size=2).map(
+    lambda tail: ".".join(["a", *tail])
 )
-FIELDS = st.one_of(st.just("id"), PATHS)
+TOP_LEVEL = st.sampled_from(KEYS)
+FIELDS = weighted((6, TOP_LEVEL), (2, NESTED_PATHS), (1, st.just("id")))
 PATTERNS = st.sampled_from(["a", "^a", "b$", "^$", "é", "A", ".", "^[ab]+$", "1", "(a+)+$"])
+
+
+def _one(
+    op: st.SearchStrategy[str], arg: st.SearchStrategy[JSON]
+) -> st.SearchStrategy[dict[str, JSON]]:
+    return st.builds(lambda o, a: {o: a}, op, arg)
 
 
 @st.composite
 def op_expressions(draw: st.DrawFn, depth: int) -> dict[str, JSON]:
-    if draw(st.integers(0, 5)) == 0:
-        return {"$regex": draw(PATTERNS), "$options": draw(st.sampled_from(["", "i"]))}
-    single = [
-        st.tuples(st.sampled_from(["$eq", "$ne"]), OPERANDS),
-        st.tuples(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), ORDERED),
-        st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(OPERANDS, max_size=4)),
-        st.tuples(st.just("$all"), st.lists(OPERANDS, max_size=3)),
-        st.tuples(st.just("$exists"), st.booleans()),
-        st.tuples(st.just("$size"), st.integers(0, 3)),
-        st.tuples(st.just("$regex"), PATTERNS),
+    choices: list[tuple[int, st.SearchStrategy[dict[str, JSON]]]] = [
+        (3, _one(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), ORDERED)),
+        (2, _one(st.sampled_from(["$eq", "$ne"]), OPERANDS)),
+        (2, _one(st.sampled_from(["$in", "$nin"]), st.lists(OPERANDS, max_size=4))),
+        (1, _one(st.just("$all"), st.lists(OPERANDS, max_size=3))),
+        (1, _one(st.just("$exists"), st.booleans())),
+        (1, _one(st.just("$size"), st.integers(0, 3))),
+        (1, _one(st.just("$regex"), PATTERNS)),
+        (1, st.builds(lambda p, i: {"$regex": p, "$options": i}, PATTERNS, st.sampled_from("i"))),
     ]
     if depth > 0:
-        single += [
-            st.tuples(st.just("$not"), op_expressions(depth - 1)),
-            st.tuples(
-                st.just("$elemMatch"), op_expressions(depth - 1) | filters(depth - 1, min_size=1)
-            ),
+        choices += [
+            (1, _one(st.just("$not"), op_expressions(depth - 1))),
+            (1, _one(st.just("$elemMatch"), op_expressions(depth - 1))),
+            (1, _one(st.just("$elemMatch"), filters(depth - 1, min_size=1))),
         ]
-    ops = st.lists(st.one_of(single), min_size=1, max_size=2, unique_by=lambda kv: kv[0])
-    return dict(draw(ops))
+    expression: dict[str, JSON] = {}
+    for part in draw(st.lists(weighted(*choices), min_size=1, max_size=2)):
+        expression.update(part)
+    return expression
 
 
 @st.composite
 def filters(draw: st.DrawFn, depth: int, min_size: int = 0) -> dict[str, JSON]:
-    condition = st.one_of(OPERANDS, op_expressions(depth))
+    condition = weighted((1, OPERANDS), (2, op_expressions(depth)))
     entry: st.SearchStrategy[tuple[str, JSON]] = st.tuples(FIELDS, condition)
     if depth > 0:
         logic = st.tuples(
             st.sampled_from(["$and", "$or", "$nor"]),
-            st.lists(filters(depth - 1), min_size=1, max_size=2),
+            st.lists(filters(depth - 1, min_size=1), min_size=1, max_size=2),
         )
-        entry = entry | logic
+        entry = weighted((3, entry), (1, logic))
     return dict(draw(st.lists(entry, min_size=min_size, max_size=2, unique_by=lambda kv: kv[0])))
 
 
 FILTERS = filters(2, min_size=1)
 DOCUMENTS = st.lists(
-    st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5), min_size=1, max_size=6
+    st.dictionaries(
+        st.sampled_from(KEYS), weighted((2, SCALARS), (1, VALUES)), min_size=2, max_size=5
+    ),
+    min_size=3,
+    max_size=8,
 )
 
 

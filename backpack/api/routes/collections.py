@@ -6,7 +6,13 @@ from backpack.api import schemas
 from backpack.api.context import InstanceContext
 from backpack.api.http import Param, Request, Response, Route, empty_response, json_response
 
-NAME = Param("name", "path", {"type": "string"}, "Collection name", required=True)
+NAME = Param(
+    "name",
+    "path",
+    {"type": "string", "examples": ["items"]},
+    "Collection name",
+    required=True,
+)
 
 
 def routes(ctx: InstanceContext) -> list[Route]:

@@ -17,8 +17,16 @@ from backpack.core import jsonutil
 from backpack.core.query import parse_list_params
 from backpack.core.records import parse_if_match
 
-COLLECTION = Param("collection", "path", {"type": "string"}, "Collection name", required=True)
-RECORD_ID = Param("id", "path", {"type": "string"}, "Record id", required=True)
+COLLECTION = Param(
+    "collection",
+    "path",
+    {"type": "string", "examples": ["items"]},
+    "Collection name",
+    required=True,
+)
+RECORD_ID = Param(
+    "id", "path", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "Record id", required=True
+)
 IF_MATCH = Param("If-Match", "header", {"type": "string"}, 'Expected version, e.g. "3"')
 LIST_PARAMS = (
     Param("filter", "query", {"type": "string"}, "Filter, JSON in MongoDB query syntax"),

@@ -1,0 +1,42 @@
+"""Schemathesis against the live OpenAPI document: no 5xx, no response off the schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import RunningServer
+from tests.e2e.helpers import make_collection
+
+
+def test_schemathesis_finds_nothing(server: RunningServer, admin: httpx.Client) -> None:
+    make_collection(admin, "items", indexes=[{"fields": ["n"]}])
+    admin.post("/api/collections/items/records", json={"id": "seed", "n": 1})
+    st = Path(sys.executable).with_name("st")
+    result = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{server.url}/api/openapi.json",
+            "-H",
+            f"Authorization: Bearer {server.key}",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,"
+            "content_type_conformance",
+            "--max-time",
+            os.environ.get("BACKPACK_FUZZ_SECONDS", "45"),
+            "--workers",
+            "2",
+            "--seed",
+            "20261127",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "Traceback" not in server.log()
