@@ -356,19 +356,25 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
                     f"socket errors {res.socket_errors}  records {after}  RSS {mb(rss):.0f} MB  "
                     f"other CPU {run.other_cpu_pct:.0f}%"
                 )
-        sampler.stop()
-        for name, server in servers.items():
-            peak = sampler.peaks[name]
-            info = infos[name]
-            info.peak_rss_kb, info.max_processes = peak.peak_kb, peak.max_processes
-            info.samples = peak.samples
-            info.hwm_kb = tree_hwm_kb(server.pid)
-            info.durability = server.durability()
     finally:
         if sampler is not None:
             sampler.stop()
+            for name, server in servers.items():
+                collect_server_facts(server, infos[name], sampler)
         for server in servers.values():
             server.stop()
+
+
+def collect_server_facts(server: Server, info: ServerInfo, sampler: MemorySampler) -> None:
+    """Memory peaks and durability, read while the server still runs (best effort)."""
+    peak = sampler.peaks[server.name]
+    info.peak_rss_kb, info.max_processes = peak.peak_kb, peak.max_processes
+    info.samples = peak.samples
+    try:
+        info.hwm_kb = tree_hwm_kb(server.pid)
+        info.durability = server.durability()
+    except (OSError, ServerError) as exc:
+        info.durability = f"not determined ({exc})"
 
 
 # --------------------------------------------------------------------------- report

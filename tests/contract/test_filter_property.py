@@ -46,7 +46,11 @@ VALUES: st.SearchStrategy[JSON] = st.recursive(
 IDS = st.sampled_from(["d0", "d1", "d2", "d9"])
 # Operands: mostly plain vocabulary, sometimes a container or a record id.
 OPERANDS = weighted((6, VOCABULARY), (2, VALUES), (1, IDS))
-ORDERED = st.one_of(SCALARS, IDS).filter(lambda v: v is not None)
+ORDERED = weighted(
+    (4, st.sampled_from([0, 1, 1.5, -1, "", "a", "A", "é", True, False])),
+    (1, SCALARS.filter(lambda v: v is not None)),
+    (1, IDS),
+)
 NESTED_PATHS = st.lists(st.sampled_from([*NESTED_KEYS, "0", "1"]), min_size=1, max_size=2).map(
     lambda tail: ".".join(["a", *tail])
 )
@@ -101,7 +105,7 @@ def filters(draw: st.DrawFn, depth: int, min_size: int = 0) -> dict[str, JSON]:
 FILTERS = filters(2, min_size=1)
 DOCUMENTS = st.lists(
     st.dictionaries(
-        st.sampled_from(KEYS), weighted((2, SCALARS), (1, VALUES)), min_size=2, max_size=5
+        st.sampled_from(KEYS), weighted((3, SCALARS), (2, VALUES)), min_size=2, max_size=5
     ),
     min_size=3,
     max_size=8,

@@ -192,3 +192,16 @@ async def test_unique_index_over_duplicates_refused(storage: Storage) -> None:
     with pytest.raises(UniqueViolation):
         await storage.apply([PutCollection("items", "{}", (index,), False)])
     await storage.apply([Insert("items", "c", 1, doc("c", k=1))])
+
+
+async def test_counts_follow_every_write(storage: Storage) -> None:
+    await make(storage)
+    count = Query("items", parse_filter({"k": 1}), (IndexKey(("id",)),), 1, count=True)
+    assert (await storage.query(count)).total == 0
+    await storage.apply([Insert("items", "a", 1, doc("a", k=1))])
+    assert (await storage.query(count)).total == 1
+    assert (await storage.query(count)).total == 1
+    await storage.apply([Insert("items", "b", 1, doc("b", k=1))])
+    assert (await storage.query(count)).total == 2
+    await storage.apply([Update("items", "a", 1, 2, doc("a", 2, k=2))])
+    assert (await storage.query(count)).total == 1

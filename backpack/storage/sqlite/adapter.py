@@ -57,6 +57,7 @@ T = TypeVar("T")
 _MAX_GROUP = 512  # writes committed together at most
 _INLINE_STEP_CHUNK = 1000  # VM instructions between progress-handler calls
 _INLINE_BUDGET = 40  # chunks an inline read may run before it moves to a thread
+_MAX_CACHED_COUNTS = 1024
 
 
 def _connect(path: str) -> apsw.Connection:
@@ -102,6 +103,8 @@ class SqliteStorage:
         self._tables: dict[str, str] = {}
         self._read_conn: apsw.Connection | None = None
         self._budget_left = 0
+        self._counts: dict[tuple[str | None, tuple[Any, ...]], int] = {}
+        self._counts_version = -1
         self._local = threading.local()
         self._thread_conns: list[apsw.Connection] = []
         self._readers: ThreadPoolExecutor | None = None
@@ -196,7 +199,7 @@ class SqliteStorage:
         field_types: Mapping[str, str] | None = None,
     ) -> StoredDoc | None:
         table = _quote(self._table(collection))
-        sql = f"SELECT doc, version FROM {table} WHERE id = ?"
+        sql = f"SELECT json(doc), version FROM {table} WHERE id = ?"
         params: list[Any] = [record_id]
         if where is not None:
             where_sql, where_params = compile_filter_sqlite(where, field_types=field_types)
@@ -221,7 +224,7 @@ class SqliteStorage:
             return []
         table = _quote(self._table(collection))
         marks = ",".join("?" * len(record_ids))
-        sql = f"SELECT doc FROM {table} WHERE id IN ({marks})"
+        sql = f"SELECT json(doc) FROM {table} WHERE id IN ({marks})"
         params: list[Any] = list(record_ids)
         if where is not None:
             where_sql, where_params = compile_filter_sqlite(where, field_types=field_types)
@@ -247,13 +250,16 @@ class SqliteStorage:
             keyset_sql, keyset_params = _keyset_after(exprs, keys, query.after)
             conditions.append(keyset_sql)
             page_params.extend(keyset_params)
-        select = ", ".join(["doc", *exprs])
+        select = ", ".join(["json(doc)", *exprs])
         sql = (
             f"SELECT {select} FROM {table} WHERE {' AND '.join(conditions)} "
             f"ORDER BY {order} LIMIT ? OFFSET ?"
         )
         page_params.extend([query.limit + 1, query.offset])
         count_sql = f"SELECT count(*) FROM {table} WHERE {where_sql}" if query.count else None
+        count_key = (count_sql, tuple(params))
+        known_total = self._cached_count(count_key) if count_sql is not None else None
+        version = self._counts_version
 
         def work(conn: apsw.Connection) -> Page:
             rows = conn.execute(sql, page_params).fetchall()
@@ -261,13 +267,40 @@ class SqliteStorage:
             if len(rows) > query.limit:
                 rows = rows[: query.limit]
                 last_key = tuple(rows[-1][1:])
-            total: int | None = None
-            if count_sql is not None:
+            total = known_total
+            if count_sql is not None and total is None:
                 (counted,) = conn.execute(count_sql, params).fetchall()[0]
                 total = int(str(counted))
             return Page([str(row[0]) for row in rows], last_key, total)
 
-        return await self._read(work)
+        page = await self._read(work)
+        if count_sql is not None and known_total is None and page.total is not None:
+            self._remember_count(count_key, page.total, version)
+        return page
+
+    def _cached_count(self, key: tuple[str | None, tuple[Any, ...]]) -> int | None:
+        """A total counted since the last commit to the database (by anyone), if any.
+
+        Counting means visiting every matching row, while the page itself stops
+        after `limit`; list screens ask for the same total again and again.
+        SQLite's data_version changes whenever another connection commits, so
+        a cached total can never outlive the data it counted.
+        """
+        assert self._read_conn is not None
+        (version,) = self._read_conn.execute("PRAGMA data_version").fetchall()[0]
+        if version != self._counts_version:
+            self._counts.clear()
+            self._counts_version = int(str(version))
+        return self._counts.get(key)
+
+    def _remember_count(
+        self, key: tuple[str | None, tuple[Any, ...]], total: int, version: int
+    ) -> None:
+        if version != self._counts_version:
+            return
+        if len(self._counts) >= _MAX_CACHED_COUNTS:
+            self._counts.clear()
+        self._counts[key] = total
 
     # writes
 
@@ -336,7 +369,7 @@ class SqliteStorage:
                 table = _quote(_lookup(tables, collection))
                 try:
                     conn.execute(
-                        f"INSERT INTO {table} (id, version, doc) VALUES (?, ?, ?)",
+                        f"INSERT INTO {table} (id, version, doc) VALUES (?, ?, jsonb(?))",
                         (record_id, version, doc),
                     )
                 except apsw.ConstraintError as exc:
@@ -345,7 +378,7 @@ class SqliteStorage:
                 table = _quote(_lookup(tables, collection))
                 try:
                     conn.execute(
-                        f"UPDATE {table} SET version = ?, doc = ? WHERE id = ? AND version = ?",
+                        f"UPDATE {table} SET version = ?, doc = jsonb(?) WHERE id = ? AND version = ?",
                         (version, doc, record_id, expected),
                     )
                 except apsw.ConstraintError as exc:
@@ -384,7 +417,7 @@ class SqliteStorage:
             table = f"r_{number[0][0]}"
             conn.execute(
                 f"CREATE TABLE {_quote(table)} ("
-                "id TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, doc TEXT NOT NULL"
+                "id TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, doc BLOB NOT NULL"
                 ") WITHOUT ROWID"
             )
             conn.execute(
@@ -397,7 +430,7 @@ class SqliteStorage:
             conn.execute("UPDATE _collections SET meta = ? WHERE name = ?", (op.meta, op.name))
         if op.check_existing is not None:
             rows: Iterator[tuple[str, str]] = iter(
-                conn.execute(f"SELECT id, doc FROM {_quote(table)} ORDER BY id")
+                conn.execute(f"SELECT id, json(doc) FROM {_quote(table)} ORDER BY id")
             )
             op.check_existing(rows)
         wanted = {f"bx_{table}__{index.name}": index for index in op.indexes}

@@ -292,7 +292,7 @@ class _Compiler:
         return _or(
             _Sql(f"{type_expr} IS NULL") if has_null else _FALSE,
             _member(type_expr, value, values),
-            self.any_element(scope, path, values),
+            _and(self.is_array(scope, path), self.any_element(scope, path, values)),
         )
 
     def compare(self, scope: str | None, path: Path, sql_op: str, bound: JSON) -> _Sql:
