@@ -5,6 +5,7 @@ Realtime, metrics and logs listen here; nothing in core knows who they are.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -28,6 +29,8 @@ class CollectionEvent:
     action: Action
 
 
+log = logging.getLogger("backpack.events")
+
 Event = RecordEvent | CollectionEvent
 Listener = Callable[[Event], None]
 
@@ -45,4 +48,7 @@ class EventHub:
     def publish(self, events: list[Event]) -> None:
         for event in events:
             for listener in list(self._listeners):
-                listener(event)
+                try:
+                    listener(event)
+                except Exception:  # the write is committed; one listener must not undo the reply
+                    log.exception("event listener failed")

@@ -236,7 +236,8 @@ class SqliteStorage:
 
         return await self._read(work)
 
-    async def query(self, query: Query) -> Page:
+    def _query_sql(self, query: Query) -> tuple[str, list[Any], str, list[Any]]:
+        """SQL and parameters for one page (limit + 1 rows) and for its total."""
         table = _quote(self._table(query.collection))
         where_sql, params = compile_filter_sqlite(query.where, field_types=query.field_types)
         keys = query.sort  # the domain ends every sort with a unique key (id)
@@ -256,7 +257,20 @@ class SqliteStorage:
             f"ORDER BY {order} LIMIT ? OFFSET ?"
         )
         page_params.extend([query.limit + 1, query.offset])
-        count_sql = f"SELECT count(*) FROM {table} WHERE {where_sql}" if query.count else None
+        return sql, page_params, f"SELECT count(*) FROM {table} WHERE {where_sql}", params
+
+    async def explain(self, query: Query) -> list[str]:
+        """SQLite's plan for the page query (for operators and tests)."""
+        sql, params, _, _ = self._query_sql(query)
+
+        def work(conn: apsw.Connection) -> list[str]:
+            return [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+        return await self._read(work)
+
+    async def query(self, query: Query) -> Page:
+        sql, page_params, total_sql, params = self._query_sql(query)
+        count_sql = total_sql if query.count else None
         count_key = (count_sql, tuple(params))
         known_total = self._cached_count(count_key) if count_sql is not None else None
         version = self._counts_version

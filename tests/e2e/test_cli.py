@@ -1,0 +1,95 @@
+"""The `backpack` command: help texts and the secret key's first start."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import start_server
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "backpack", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_help_explains_itself() -> None:
+    top = run_cli("--help")
+    assert top.returncode == 0
+    assert "serve-instance" in top.stdout and "self-hosted backend" in top.stdout
+    sub = run_cli("serve-instance", "--help")
+    assert sub.returncode == 0
+    for words in ("--data", "--host", "--port", "BACKPACK_SECRET_KEY", "0600"):
+        assert words in sub.stdout
+
+
+def test_generated_key_is_stored_privately_and_printed_once(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BACKPACK_SECRET_KEY"}
+    data = tmp_path / "data"
+    first = start_server(data, env=env)
+    try:
+        key_file = data / "secret_key"
+        key = key_file.read_text().strip()
+        assert key.startswith("bpk_") and len(key) >= 36
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        headers = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(first.url + "/api/collections", headers=headers).status_code == 200
+    finally:
+        first.stop()
+    assert first.log().count(key) == 1
+
+    second = start_server(data, env=env)
+    try:
+        assert httpx.get(second.url + "/api/collections", headers=headers).status_code == 200
+    finally:
+        second.stop()
+    assert key not in second.log()
+
+
+def test_key_from_environment_and_bad_key(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [sys.executable, "-m", "backpack", "serve-instance", "--data", str(tmp_path / "d")],
+        env={**os.environ, "BACKPACK_SECRET_KEY": "not-a-key"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0
+    assert "BACKPACK_SECRET_KEY" in bad.stderr and "Traceback" not in bad.stderr
+    key = "bpk_" + "k" * 40
+    server = start_server(tmp_path / "env", key=key)
+    try:
+        response = httpx.get(
+            server.url + "/api/collections", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert response.status_code == 200
+        assert not (tmp_path / "env" / "secret_key").exists()
+    finally:
+        server.stop()
+
+
+def test_data_survives_restart(tmp_path: Path) -> None:
+    key = "bpk_" + "r" * 40
+    headers = {"Authorization": f"Bearer {key}"}
+    server = start_server(tmp_path / "data", key=key)
+    try:
+        created = httpx.post(
+            server.url + "/api/collections/notes/records", json={"text": "kept"}, headers=headers
+        )
+        assert created.status_code == 201
+    finally:
+        server.stop()
+    again = start_server(tmp_path / "data", key=key)
+    try:
+        record = httpx.get(
+            f"{again.url}/api/collections/notes/records/{created.json()['id']}", headers=headers
+        )
+        assert record.json()["text"] == "kept"
+    finally:
+        again.stop()
