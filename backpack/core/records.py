@@ -28,7 +28,7 @@ from backpack.core.collections import (
     parse_rules,
 )
 from backpack.core.events import CollectionEvent, Event, EventHub, RecordEvent
-from backpack.core.filter import MATCH_ALL, Node, and_nodes
+from backpack.core.filter import MATCH_ALL, and_nodes
 from backpack.core.ids import check_id, new_id
 from backpack.core.mergepatch import merge_patch
 from backpack.core.query import CursorCodec, ListParams, project

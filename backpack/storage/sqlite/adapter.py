@@ -392,7 +392,8 @@ class SqliteStorage:
                 table = _quote(_lookup(tables, collection))
                 try:
                     conn.execute(
-                        f"UPDATE {table} SET version = ?, doc = jsonb(?) WHERE id = ? AND version = ?",
+                        f"UPDATE {table} SET version = ?, doc = jsonb(?) "
+                        "WHERE id = ? AND version = ?",
                         (version, doc, record_id, expected),
                     )
                 except apsw.ConstraintError as exc:
