@@ -88,3 +88,39 @@ async def test_heavy_read_leaves_the_loop_free(store: SqliteStorage) -> None:
 async def test_match_all_count(store: SqliteStorage) -> None:
     page = await store.query(Query("items", MATCH_ALL, (IndexKey(("id",)),), 1, count=True))
     assert page.total == 2000
+
+
+async def test_concurrent_writes_share_commits(store: SqliteStorage) -> None:
+    before_commits, before_units = store.commits, store.committed_units
+    writes = [
+        store.apply([Insert("items", f"g{i}", 1, jsonutil.dumps_str({"id": f"g{i}"}))])
+        for i in range(200)
+    ]
+    await asyncio.gather(*writes)
+    units = store.committed_units - before_units
+    commits = store.commits - before_commits
+    assert units == 200
+    assert commits < 200  # group commit: several writers acknowledged by one fsync
+
+
+async def test_reads_do_not_wait_for_a_writer(store: SqliteStorage) -> None:
+    blocker = apsw.Connection(store.path)
+    blocker.set_busy_timeout(0)
+    blocker.execute("BEGIN IMMEDIATE")
+    blocker.execute("INSERT INTO _sequence (name, value) VALUES ('blocker', 1)")
+    try:
+        started = time.monotonic()
+        page = await store.query(Query("items", MATCH_ALL, (IndexKey(("id",)),), 5, count=True))
+        assert page.total == 2000
+        assert await store.get("items", "r0001") is not None
+        assert time.monotonic() - started < 1.0
+        pending = asyncio.ensure_future(
+            store.apply([Insert("items", "late", 1, jsonutil.dumps_str({"id": "late"}))])
+        )
+        await asyncio.sleep(0.2)
+        assert not pending.done()  # the writer waits for the lock; readers did not
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await pending
+    assert await store.get("items", "late") is not None

@@ -110,6 +110,8 @@ class SqliteStorage:
         self._readers: ThreadPoolExecutor | None = None
         self._writes: queue.SimpleQueue[_WriteUnit | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self.commits = 0  # transactions committed (each one fsync)
+        self.committed_units = 0  # apply() calls they acknowledged
 
     # lifecycle
 
@@ -374,6 +376,8 @@ class SqliteStorage:
                 unit.error = unit.error or failure
         else:
             self._tables = tables
+            self.commits += 1
+            self.committed_units += len(group)
         for unit in group:
             unit.loop.call_soon_threadsafe(_settle, unit.future, unit.error)
 
