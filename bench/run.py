@@ -306,7 +306,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
             server = SERVERS[name](workdir)
             servers[name] = server
             infos[name] = ServerInfo(server.label)
-        extra = {name: [] for name in names}
+        extra: dict[str, list[str]] = {name: [] for name in names}
         if "backpack" in extra:
             extra["backpack"] = shlex.split(args.backpack_args)
         ids_files = {n: prepare(s, records, infos[n], extra[n]) for n, s in servers.items()}
@@ -580,20 +580,25 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- entry
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
+    # Once: the cleanup that follows (ending the servers) must not be interrupted again.
+    for sig in (*_STOP_SIGNALS, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_IGN)
     if signum == signal.SIGALRM:
         raise TimeLimitExceeded("time limit reached")
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_signal)
-    signal.signal(signal.SIGALRM, _raise_on_signal)
+    for sig in (*_STOP_SIGNALS, signal.SIGALRM):
+        signal.signal(sig, _raise_on_signal)
     signal.setitimer(signal.ITIMER_REAL, args.time_limit)
     started = dt.datetime.now(dt.UTC)
     workdir = WORK_ROOT / started.strftime("run-%Y%m%dT%H%M%SZ")
-    workdir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "command": "python -m bench.run"
         + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
@@ -616,10 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     if report["runs"]:  # a run that measured nothing leaves the previous report alone
         args.output.write_text(render(args, report))
         log(f"wrote {args.output}")
-    if code == 0 and not args.keep_work:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        log(f"data and server logs kept in {workdir}")
+    if workdir.exists():
+        if code == 0 and not args.keep_work:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"data and server logs kept in {workdir}")
     return code
 
 

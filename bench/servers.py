@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.wrk import CREATE_LUA, FIXED_LUA, GET_BY_ID_LUA, Load
+from bench.wrk import CREATE_LUA, FIXED_LUA, GET_BY_ID_LUA, Load, die_with_parent
 
 HOST = "127.0.0.1"  # the only address the harness ever talks to
 COLLECTION = "items"
@@ -166,6 +166,7 @@ class Server(ABC):
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: stop() ends it and its workers
+            preexec_fn=die_with_parent,
         )
 
     def _wait_ready(self, path: str) -> None:

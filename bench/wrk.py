@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +62,16 @@ class WrkResult:
         return self.requests - self.errors_status
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: the child below only calls into it
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGKILL if the harness dies without cleaning up."""
+    with contextlib.suppress(OSError, AttributeError):
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def find_wrk() -> str:
     path = shutil.which("wrk")
     if path is None:
@@ -99,6 +112,7 @@ def run_wrk(
             text=True,
             timeout=duration_s + timeout_s + 30,
             check=False,
+            preexec_fn=die_with_parent,
         )
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish in time: {' '.join(cmd)}") from exc

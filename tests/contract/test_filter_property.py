@@ -46,7 +46,7 @@ VALUES: st.SearchStrategy[JSON] = st.recursive(
 IDS = st.sampled_from(["d0", "d1", "d2", "d9"])
 # Operands: mostly plain vocabulary, sometimes a container or a record id.
 OPERANDS = weighted((6, VOCABULARY), (2, VALUES), (1, IDS))
-ORDERED = weighted(
+ORDERED: st.SearchStrategy[JSON] = weighted(
     (4, st.sampled_from([0, 1, 1.5, -1, "", "a", "A", "é", True, False])),
     (1, SCALARS.filter(lambda v: v is not None)),
     (1, IDS),
@@ -89,12 +89,17 @@ def op_expressions(draw: st.DrawFn, depth: int) -> dict[str, JSON]:
     return expression
 
 
+def _logic(op: str, parts: list[dict[str, JSON]]) -> tuple[str, JSON]:
+    return op, [*parts]
+
+
 @st.composite
 def filters(draw: st.DrawFn, depth: int, min_size: int = 0) -> dict[str, JSON]:
     condition = weighted((1, OPERANDS), (2, op_expressions(depth)))
     entry: st.SearchStrategy[tuple[str, JSON]] = st.tuples(FIELDS, condition)
     if depth > 0:
-        logic = st.tuples(
+        logic = st.builds(
+            _logic,
             st.sampled_from(["$and", "$or", "$nor"]),
             st.lists(filters(depth - 1, min_size=1), min_size=1, max_size=2),
         )
@@ -133,10 +138,10 @@ def _agree(
     records = [normalize({**doc, "id": f"d{i}"}) for i, doc in enumerate(docs)]
     conn = apsw.Connection(":memory:")
     register_sqlite_functions(conn)
-    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
+    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID")
     for record in records:
         assert isinstance(record, dict)
-        conn.execute("INSERT INTO t VALUES (?, ?)", (record["id"], dumps_str(record)))
+        conn.execute("INSERT INTO t VALUES (?, jsonb(?))", (record["id"], dumps_str(record)))
     node = parse_filter(filter_json)
     sql, params = compile_filter_sqlite(node, field_types=field_types)
     from_sql = {row[0] for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)}
@@ -145,7 +150,7 @@ def _agree(
     assert from_sql == from_evaluator, sql
 
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import pytest
@@ -150,7 +151,7 @@ def test_catastrophic_regex_is_linear() -> None:
     matcher = compile_matcher(parse_filter({"s": {"$regex": "(a+)+$"}}))
     started = time.perf_counter()
     assert matcher({"s": "a" * 50000 + "b"}) is False
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 3.0  # a backtracking engine would take hours
 
 
 @pytest.mark.parametrize(
@@ -168,7 +169,7 @@ def test_logic(filter_json: dict[str, JSON], expected: set[str]) -> None:
 
 
 def test_records_may_be_any_mapping() -> None:
-    record = MappingProxyType({"a": {"b": [1, 2]}})
+    record: Mapping[str, JSON] = MappingProxyType({"a": {"b": [1, 2]}})
     assert matches(parse_filter({"a.b": 2}), record)
     assert matches(parse_filter({"a.b.1": 2}), record)
 

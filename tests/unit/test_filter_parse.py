@@ -167,7 +167,9 @@ def test_very_deep_filter_is_refused_fast() -> None:
     started = time.perf_counter()
     with pytest.raises(InvalidQuery, match="deeper than 16"):
         parse_filter(deep)
-    assert time.perf_counter() - started < 0.1
+    assert (
+        time.perf_counter() - started < 2.0
+    )  # generous: it is about not recursing 1000 levels, not speed
 
 
 def test_too_many_conditions() -> None:

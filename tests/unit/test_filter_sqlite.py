@@ -25,7 +25,7 @@ from backpack.storage.sqlite.filter_sql import (
 )
 from backpack.types import JSON, Path
 
-TABLE = "CREATE TABLE t (id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID"
+TABLE = "CREATE TABLE t (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID"
 
 # Documents chosen to tell the engines apart where SQL is most easily wrong:
 # JSON true vs 1, null vs missing, containers vs their text, non-object elements.
@@ -125,7 +125,8 @@ def conn() -> Iterator[apsw.Connection]:
 def _insert(conn: apsw.Connection, docs: Mapping[str, Mapping[str, JSON]]) -> None:
     for doc_id, doc in docs.items():
         conn.execute(
-            "INSERT INTO t VALUES (?, ?)", (doc_id, dumps_str(normalize({**doc, "id": doc_id})))
+            "INSERT INTO t VALUES (?, jsonb(?))",
+            (doc_id, dumps_str(normalize({**doc, "id": doc_id}))),
         )
 
 
@@ -248,13 +249,13 @@ def test_catastrophic_regex_is_linear(conn: apsw.Connection) -> None:
     _insert(conn, {"long": {"s": "a" * 50000 + "b"}, "short": {"s": "aa"}})
     started = time.perf_counter()
     assert _select(conn, {"s": {"$regex": "(a+)+$"}}) == {"short"}
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 3.0  # a backtracking engine would take hours
 
 
 def test_wide_filters_stay_within_sqlite_limits(conn: apsw.Connection) -> None:
     _insert(conn, {"a": {"n": 7, "s": "x7"}})
-    many = {"n": {"$in": list(range(1000))}}
-    wide = {"$or": [{"s": f"x{i}"} for i in range(600)]}
+    many: dict[str, JSON] = {"n": {"$in": list(range(1000))}}
+    wide: dict[str, JSON] = {"$or": [{"s": f"x{i}"} for i in range(600)]}
     assert _select(conn, many) == {"a"}
     assert _select(conn, wide) == {"a"}
     assert _select(conn, {"$and": [{"n": {"$ne": i}} for i in range(600)]}) == set()
@@ -265,11 +266,12 @@ def test_bound_rule_filter(conn: apsw.Connection) -> None:
     rule = parse_filter(
         {"$or": [{"owner": "@auth.id"}, {"@auth.role": "admin"}]}, allow_variables=True
     )
-    for auth, expected in [
+    cases: list[tuple[dict[str, JSON] | None, set[str]]] = [
         ({"id": "u1", "role": "user"}, {"mine"}),
         ({"id": "u9", "role": "admin"}, {"mine", "theirs", "orphan"}),
         (None, set()),
-    ]:
+    ]
+    for auth, expected in cases:
         bound = bind_variables(rule, VariableContext(auth=auth, now="2026-01-01T00:00:00.000Z"))
         sql, params = compile_filter_sqlite(bound)
         assert {row[0] for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)} == expected

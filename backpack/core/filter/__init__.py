@@ -31,11 +31,9 @@ from backpack.core.filter.ast import (
     or_nodes,
 )
 from backpack.core.filter.evaluate import (
-    MISSING,
     VariableContext,
     bind_variables,
     compile_matcher,
-    deep_equal,
     matches,
 )
 from backpack.core.filter.parse import (
@@ -54,7 +52,6 @@ __all__ = [
     "MAX_FILTER_NODES",
     "MAX_LIST_OPERAND",
     "MAX_REGEX_LENGTH",
-    "MISSING",
     "All",
     "And",
     "AuthMatch",
@@ -77,7 +74,6 @@ __all__ = [
     "bind_variables",
     "compile_matcher",
     "compile_regex",
-    "deep_equal",
     "filter_paths",
     "kind_of",
     "matches",

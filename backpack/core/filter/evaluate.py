@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from backpack.core.filter.ast import (
     MATCH_ALL,
@@ -78,8 +78,8 @@ def bind_variables(node: Node, ctx: VariableContext) -> Node:
         if var.source == "now":
             return ctx.now
         if var.source == "body":
-            found = walk(body, var.path)
-            return None if found is MISSING else found  # type: ignore[return-value]
+            found = _walk(body, var.path)
+            return None if found is MISSING else cast(JSON, found)
         name = str(var.path[0])
         # A signed-in caller without the attribute gets the signed-out value, so
         # `{"owner": "@auth.id"}` can never match the null owner of secret-key writes.
@@ -123,15 +123,15 @@ def matches(node: Node, record: Mapping[str, JSON]) -> bool:
     return _compile(node)(record)
 
 
-def walk(value: object, path: Path) -> object:
+def _walk(value: object, path: Path) -> object:
     for segment in path:
-        if type(segment) is str:
+        if isinstance(segment, str):
             if type(value) is dict or isinstance(value, Mapping):
                 value = value.get(segment, MISSING)
             else:
                 return MISSING
-        elif type(value) is list and segment < len(value):  # type: ignore[operator]
-            value = value[segment]  # type: ignore[index]
+        elif type(value) is list and segment < len(value):
+            value = value[segment]
         else:
             return MISSING
     return value
@@ -199,7 +199,7 @@ def _at(path: Path, test: Predicate) -> Predicate:
             return test(MISSING)
 
         return top_level
-    return lambda value: test(walk(value, path))
+    return lambda value: test(_walk(value, path))
 
 
 def _member(values: Sequence[JSON]) -> Predicate:

@@ -86,7 +86,8 @@ def parse_path(text: str) -> Path:
 
 
 def show_path(path: Path) -> str:
-    return ".".join(str(segment) for segment in path) or "the element"
+    """For messages: 'a.b.0', or "the value" inside $elemMatch and for @auth itself."""
+    return repr(".".join(str(segment) for segment in path)) if path else "the value"
 
 
 def parse_filter(value: object, *, allow_variables: bool = False) -> Node:
@@ -131,7 +132,8 @@ class _Parser:
                 )
             elif self.allow_variables and (key == "@auth" or key.startswith("@auth.")):
                 self.count()
-                parts.append(AuthMatch(self.field(parse_path(key[6:]) if key[5:] else (), value)))
+                path = parse_path(key.removeprefix("@auth.")) if key != "@auth" else ()
+                parts.append(AuthMatch(self.field(path, value)))
             else:
                 parts.append(self.field(parse_path(key), value))
         return parts[0] if len(parts) == 1 else And(tuple(parts))
@@ -152,7 +154,7 @@ class _Parser:
         if isinstance(value, dict) and any(isinstance(k, str) and k.startswith("$") for k in value):
             if not _only_operators(value):
                 raise InvalidQuery(
-                    f"The condition on {show_path(path)!r} mixes operators ($…) with plain "
+                    f"The condition on {show_path(path)} mixes operators ($…) with plain "
                     "keys; use only operators, or only keys to match a whole object."
                 )
             return self.operators(path, value)
@@ -161,7 +163,7 @@ class _Parser:
     def operators(self, path: Path, ops: dict[str, object]) -> Node:
         where = show_path(path)
         if "$options" in ops and "$regex" not in ops:
-            raise InvalidQuery(f"$options on {where!r} needs a $regex beside it.")
+            raise InvalidQuery(f"$options on {where} needs a $regex beside it.")
         parts: list[Node] = []
         for op, arg in ops.items():
             if op != "$options":
@@ -180,7 +182,7 @@ class _Parser:
                 if not isinstance(operand, Var) and (
                     operand is None or isinstance(operand, list | dict)
                 ):
-                    raise InvalidQuery(f"{op} on {where!r} needs a number, string or boolean.")
+                    raise InvalidQuery(f"{op} on {where} needs a number, string or boolean.")
                 return Compare(path, _COMPARE[op], operand)
             case "$in" | "$nin":
                 found = In(path, self.operand_list(arg, path, op))
@@ -189,37 +191,37 @@ class _Parser:
                 return All(path, self.operand_list(arg, path, op))
             case "$exists":
                 if not isinstance(arg, bool):
-                    raise InvalidQuery(f"$exists on {where!r} needs true or false.")
+                    raise InvalidQuery(f"$exists on {where} needs true or false.")
                 return Exists(path) if arg else Not(Exists(path))
             case "$regex":
                 return self.regex(path, arg, options)
             case "$size":
                 if isinstance(arg, bool) or not isinstance(arg, int) or arg < 0:
-                    raise InvalidQuery(f"$size on {where!r} needs a non-negative integer.")
+                    raise InvalidQuery(f"$size on {where} needs a non-negative integer.")
                 return Size(path, arg)
             case "$elemMatch":
                 return self.elem_match(path, arg)
             case "$not":
                 if not isinstance(arg, dict) or not arg or not _only_operators(arg):
                     raise InvalidQuery(
-                        f'$not on {where!r} needs an operator expression, like {{"$gt": 5}}.'
+                        f'$not on {where} needs an operator expression, like {{"$gt": 5}}.'
                     )
                 return Not(self.operators(path, arg))
-        raise InvalidQuery(f"Unknown operator {op!r} on {where!r}.")
+        raise InvalidQuery(f"Unknown operator {op!r} on {where}.")
 
     def regex(self, path: Path, pattern: object, options: object) -> Node:
         where = show_path(path)
         if not isinstance(pattern, str):
-            raise InvalidQuery(f"$regex on {where!r} needs a string pattern.")
+            raise InvalidQuery(f"$regex on {where} needs a string pattern.")
         if not isinstance(options, str) or set(options) - {"i"}:
-            raise InvalidQuery(f'$options on {where!r} may only be "i" (case-insensitive).')
+            raise InvalidQuery(f'$options on {where} may only be "i" (case-insensitive).')
         normalized = "i" if options else ""
         compile_regex(pattern, normalized)
         return Regex(path, pattern, normalized)
 
     def elem_match(self, path: Path, arg: object) -> Node:
         if not isinstance(arg, dict) or not arg:
-            raise InvalidQuery(f"$elemMatch on {show_path(path)!r} needs a non-empty object.")
+            raise InvalidQuery(f"$elemMatch on {show_path(path)} needs a non-empty object.")
         # Operators alone test each element itself; anything else is a filter on object elements.
         if _only_operators(arg) and not _LOGICAL.intersection(arg):
             return ElemMatch(path, self.operators((), arg), objects_only=False)
@@ -227,7 +229,7 @@ class _Parser:
 
     def operand_list(self, arg: object, path: Path, op: str) -> tuple[Operand, ...]:
         if not isinstance(arg, list):
-            raise InvalidQuery(f"{op} on {show_path(path)!r} needs an array of values.")
+            raise InvalidQuery(f"{op} on {show_path(path)} needs an array of values.")
         if len(arg) > MAX_LIST_OPERAND:
             raise InvalidQuery(f"{op} takes at most {MAX_LIST_OPERAND} values.")
         self.count(len(arg))
@@ -262,11 +264,11 @@ class _Parser:
             return value
         if isinstance(value, int):
             if value not in _INT_RANGE:
-                raise InvalidQuery(f"A number compared with {where!r} is out of range.")
+                raise InvalidQuery(f"A number compared with {where} is out of range.")
             return value
         if isinstance(value, float):
             if not math.isfinite(value):
-                raise InvalidQuery(f"A number compared with {where!r} is not finite.")
+                raise InvalidQuery(f"A number compared with {where} is not finite.")
             return value
         if isinstance(value, list):
             return [self.literal(item, where) for item in value]
@@ -274,12 +276,12 @@ class _Parser:
             result: dict[str, JSON] = {}
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise InvalidQuery(f"An object compared with {where!r} has a non-string key.")
+                    raise InvalidQuery(f"An object compared with {where} has a non-string key.")
                 if key.startswith("$"):
                     raise InvalidQuery(
-                        f"An object compared with {where!r} has the key {key!r}; keys in a "
+                        f"An object compared with {where} has the key {key!r}; keys in a "
                         "value cannot start with $ (to test a nested field use a path like a.b)."
                     )
                 result[key] = self.literal(item, where)
             return result
-        raise InvalidQuery(f"A value compared with {where!r} is not JSON.")
+        raise InvalidQuery(f"A value compared with {where} is not JSON.")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import apsw
 
 from backpack.core.filter import (
     All,
@@ -38,21 +39,14 @@ from backpack.core.filter import (
 from backpack.core.jsonutil import dumps_str
 from backpack.types import JSON, Path
 
-if TYPE_CHECKING:
-    import apsw
-
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _QUOTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _SQL_OP = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_FIELD_KINDS: frozenset[Kind] = frozenset({"string", "number", "boolean"})
-# json_type values for each JSON kind a filter can ask about.
-_JSON_TYPES: dict[Kind, str] = {
-    "null": "('null')",
+# The `json_type` names of each scalar kind that orders, and that a field may declare.
+_SCALAR_TYPES: dict[Kind, str] = {
     "boolean": "('true', 'false')",
     "number": "('integer', 'real')",
     "string": "('text')",
-    "array": "('array')",
-    "object": "('object')",
 }
 
 
@@ -91,14 +85,13 @@ def compile_filter_sqlite(
     type guards and array branches, which is what lets an index serve them.
     The expression may be NULL where it does not match: negate with `IS NOT 1`.
     """
-    kinds: dict[str, Kind] = {}
-    for name, kind in (field_types or {}).items():
-        if kind != "string" and kind != "number" and kind != "boolean":
+    field_types = field_types or {}
+    for name, kind in field_types.items():
+        if kind not in _SCALAR_TYPES:
             raise ValueError(
-                f"field type {kind!r} of {name!r} is not one of {sorted(_FIELD_KINDS)}"
+                f"field {name!r} has type {kind!r}, not one of {sorted(_SCALAR_TYPES)}"
             )
-        kinds[name] = kind  # type: ignore[assignment]
-    sql = _Compiler(kinds, doc_column).node(node, None)
+    sql = _Compiler(field_types, doc_column).node(node, None)
     return sql.text, list(sql.params)
 
 
@@ -179,7 +172,7 @@ def _member(type_expr: str, value_expr: str, values: Sequence[JSON]) -> _Sql:
                 names = sorted({"true" if value else "false" for value in group})
                 parts.append(_Sql(f"{type_expr} IN ({', '.join(repr(n) for n in names)})"))
             case "number" | "string":
-                guard = _Sql(f"{type_expr} IN {_JSON_TYPES[kind]}")
+                guard = _Sql(f"{type_expr} IN {_SCALAR_TYPES[kind]}")
                 parts.append(_and(guard, _in(value_expr, list(dict.fromkeys(group)))))
             case "array" | "object":
                 guard = _Sql(f"{type_expr} = '{kind}'")
@@ -189,7 +182,7 @@ def _member(type_expr: str, value_expr: str, values: Sequence[JSON]) -> _Sql:
 
 
 class _Compiler:
-    def __init__(self, field_kinds: Mapping[str, Kind], doc_column: str) -> None:
+    def __init__(self, field_kinds: Mapping[str, str], doc_column: str) -> None:
         self.field_kinds = field_kinds
         self.doc = doc_column
         self.aliases = 0
@@ -218,7 +211,7 @@ class _Compiler:
             return f"{scope}.value"
         return f"json_extract({self.doc}, {self.path(scope, path)})"
 
-    def declared(self, scope: str | None, path: Path) -> Kind | None:
+    def declared(self, scope: str | None, path: Path) -> str | None:
         """The declared scalar kind of a top-level field (`id` is always a string)."""
         if scope is not None or len(path) != 1 or not isinstance(path[0], str):
             return None
@@ -297,13 +290,13 @@ class _Compiler:
 
     def compare(self, scope: str | None, path: Path, sql_op: str, bound: JSON) -> _Sql:
         kind = kind_of(bound)
-        if kind not in _FIELD_KINDS:
+        if kind not in _SCALAR_TYPES:
             return _FALSE  # only a bound variable gets here: it matches nothing
         term = _Sql(f"{self.value_expr(scope, path)} {sql_op} ?", (bound,))
         declared = self.declared(scope, path)
         if declared:
             return term if declared == kind else _FALSE
-        return _and(_Sql(f"{self.type_expr(scope, path)} IN {_JSON_TYPES[kind]}"), term)
+        return _and(_Sql(f"{self.type_expr(scope, path)} IN {_SCALAR_TYPES[kind]}"), term)
 
     def regex(self, scope: str | None, path: Path, pattern: str, options: str) -> _Sql:
         term = _Sql(f"bp_regexp(?, ?, {self.value_expr(scope, path)})", (pattern, options))
