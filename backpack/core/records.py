@@ -99,6 +99,17 @@ def _require_object(body: JSON, what: str = "The body") -> Document:
     return body
 
 
+def _collection_body(body: JSON) -> Document:
+    data = _require_object(body)
+    unknown = set(data) - {"name", "schema", "rules", "indexes"}
+    if unknown:
+        raise ValidationFailed(
+            "Unknown collection properties.",
+            {key: "is not a collection property" for key in sorted(unknown)},
+        )
+    return data
+
+
 class DataService:
     def __init__(self, storage: Storage, cursor_key: bytes, events: EventHub | None = None) -> None:
         self.storage = storage
@@ -155,13 +166,7 @@ class DataService:
 
     async def create_collection(self, caller: Caller, body: JSON) -> Collection:
         self._require_admin(caller)
-        data = _require_object(body)
-        unknown = set(data) - {"name", "schema", "rules", "indexes"}
-        if unknown:
-            raise ValidationFailed(
-                "Unknown collection properties.",
-                {key: "is not a collection property" for key in unknown},
-            )
+        data = _collection_body(body)
         name = data.get("name")
         if not isinstance(name, str):
             raise ValidationFailed("A collection needs a name.", {"name": "is required"})
@@ -207,13 +212,7 @@ class DataService:
 
     async def update_collection(self, caller: Caller, name: str, body: JSON) -> Collection:
         self._require_admin(caller)
-        data = _require_object(body)
-        unknown = set(data) - {"name", "schema", "rules", "indexes"}
-        if unknown:
-            raise ValidationFailed(
-                "Unknown collection properties.",
-                {key: "is not a collection property" for key in unknown},
-            )
+        data = _collection_body(body)
         async with self._ddl_lock:
             current = self._collection(name)
             if "name" in data and data["name"] != name:
