@@ -10,6 +10,9 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import Message
+from email.policy import default as default_policy
 from pathlib import Path
 
 import httpx
@@ -102,3 +105,50 @@ def anon(server: RunningServer) -> Iterator[httpx.Client]:
 @pytest.fixture
 def collection_name(request: pytest.FixtureRequest) -> str:
     return "c_" + secrets.token_hex(4)
+
+
+@dataclass
+class MailServer:
+    host: str
+    port: int
+    messages: list[Message]
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "sender": "Backpack <no-reply@example.com>",
+            "tls": "none",
+        }
+
+    def wait_for(self, to: str, timeout: float = 10.0) -> Message:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in reversed(self.messages):
+                if message["To"] == to:
+                    return message
+            time.sleep(0.02)
+        raise AssertionError(f"no mail to {to}")
+
+
+class _Collect:
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        content = envelope.content  # type: ignore[attr-defined]
+        self.messages.append(message_from_bytes(content, policy=default_policy))
+        return "250 OK"
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[MailServer]:
+    """A real SMTP server (aiosmtpd) on a loopback port; tests read what it received."""
+    from aiosmtpd.controller import Controller
+
+    messages: list[Message] = []
+    port = free_port()
+    controller = Controller(_Collect(messages), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield MailServer("127.0.0.1", port, messages)
+    controller.stop()

@@ -7,9 +7,19 @@ import os
 from collections.abc import Sequence
 
 from backpack.api.context import InstanceContext
-from backpack.api.http import Receive, Request, Response, Route, Router, Scope, Send, json_response
-from backpack.api.routes import collections, health, meta, records
-from backpack.errors import BackpackError, MethodNotAllowed, RateLimited
+from backpack.api.http import (
+    Receive,
+    Request,
+    Response,
+    Route,
+    Router,
+    Scope,
+    Send,
+    empty_response,
+    json_response,
+)
+from backpack.api.routes import auth, collections, health, meta, records, settings, users
+from backpack.errors import BackpackError, Forbidden, MethodNotAllowed, RateLimited
 
 log = logging.getLogger("backpack.api")
 
@@ -23,6 +33,16 @@ def _request_id(scope: Scope) -> bytes:
                 return bytes(value)
             break
     return os.urandom(8).hex().encode()
+
+
+_CORS_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def error_response(exc: BackpackError) -> Response:
@@ -43,6 +63,9 @@ class BackpackApp:
         self.routes += health.routes(ctx)
         self.routes += collections.routes(ctx)
         self.routes += records.routes(ctx)
+        self.routes += auth.routes(ctx)
+        self.routes += users.routes(ctx)
+        self.routes += settings.routes(ctx)
         self.routes += meta.routes(ctx, self._route_table)
         self.router = Router(self.routes)
 
@@ -60,7 +83,16 @@ class BackpackApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope)
+        cors: list[tuple[bytes, bytes]] = []
         try:
+            origin = _header(scope, b"origin")
+            if origin is not None:
+                cors = self._cors_headers(origin, Request(scope, receive, {}))
+                if scope["method"] == "OPTIONS" and _header(
+                    scope, b"access-control-request-method"
+                ):
+                    await self._preflight(origin, cors, scope, request_id, send)
+                    return
             route, params = self.router.match(scope["method"], scope["path"])
             response = await route.handler(Request(scope, receive, params))
         except BackpackError as exc:
@@ -72,19 +104,51 @@ class BackpackApp:
                     "Something went wrong on our side.", {"request_id": request_id.decode()}
                 )
             )
-        await response.send(send, [(b"x-request-id", request_id)])
+        await response.send(send, [(b"x-request-id", request_id), *cors])
+
+    def _cors_headers(self, origin: str, request: Request) -> list[tuple[bytes, bytes]]:
+        if not self.ctx.origin_allowed(origin, request):
+            return [(b"vary", b"Origin")]
+        return [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-credentials", b"true"),
+            (b"access-control-expose-headers", b"ETag, X-Request-Id, Retry-After"),
+            (b"vary", b"Origin"),
+        ]
+
+    async def _preflight(
+        self,
+        origin: str,
+        cors: list[tuple[bytes, bytes]],
+        scope: Scope,
+        request_id: bytes,
+        send: Send,
+    ) -> None:
+        if len(cors) == 1:
+            response = error_response(
+                Forbidden(f"Origin {origin[:200]} is not allowed.", {"origin": origin[:200]})
+            )
+        else:
+            response = empty_response()
+            requested = _header(scope, b"access-control-request-headers") or ""
+            response.headers += [
+                (b"access-control-allow-methods", _CORS_METHODS),
+                (b"access-control-allow-headers", requested.encode("latin-1")[:1000]),
+                (b"access-control-max-age", b"600"),
+            ]
+        await response.send(send, [(b"x-request-id", request_id), *cors])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.ctx.data.open()
+                    await self.ctx.open()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.ctx.data.close()
+                await self.ctx.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

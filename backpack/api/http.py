@@ -60,6 +60,26 @@ class Request:
         return self._headers
 
     @property
+    def cookies(self) -> dict[str, str]:
+        jar: dict[str, str] = {}
+        for part in self.headers.get("cookie", "").split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name:
+                jar.setdefault(name, value.strip('"'))
+        return jar
+
+    @property
+    def client_ip(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else ""
+
+    @property
+    def origin(self) -> str:
+        """This server's own origin as the client addressed it."""
+        scheme = self.scope.get("scheme", "http")
+        return f"{scheme}://{self.headers.get('host', '')}"
+
+    @property
     def query(self) -> dict[str, str]:
         if self._query is None:
             raw = self.scope.get("query_string", b"").decode("latin-1")

@@ -133,3 +133,80 @@ BATCH_RESULT: Schema = {
     "required": ["results"],
     "properties": {"results": {"type": "array", "items": {"type": "object"}}},
 }
+
+USER: Schema = {
+    "type": "object",
+    "required": ["id", "email", "verified", "role", "data", "created", "updated"],
+    "properties": {
+        "id": {"type": "string"},
+        "email": {"type": "string"},
+        "verified": {"type": "boolean"},
+        "role": {"type": "string"},
+        "data": {"type": "object"},
+        "created": TIMESTAMP,
+        "updated": TIMESTAMP,
+        "version": {"type": "integer"},
+    },
+}
+
+USER_PAGE: Schema = {
+    "type": "object",
+    "required": ["items", "next"],
+    "properties": {
+        "items": {"type": "array", "items": USER},
+        "next": {"type": ["string", "null"]},
+        "total": {"type": "integer", "minimum": 0},
+    },
+}
+
+AUTH_GRANT: Schema = {
+    "type": "object",
+    "required": ["user", "token"],
+    "properties": {"user": USER, "token": {"type": "string", "pattern": "^bps_"}},
+}
+
+SESSION_LIST: Schema = {
+    "type": "object",
+    "required": ["items"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "created", "last_seen", "expires", "current"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "created": TIMESTAMP,
+                    "last_seen": TIMESTAMP,
+                    "expires": TIMESTAMP,
+                    "current": {"type": "boolean"},
+                    "user_agent": {"type": "string"},
+                    "ip": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+
+SETTINGS: Schema = {
+    "type": "object",
+    "required": [
+        "allowed_origins",
+        "session_ttl_days",
+        "smtp",
+        "oauth",
+        "rate_limits",
+        "channels",
+        "limits",
+    ],
+    "properties": {
+        "allowed_origins": {"type": "array", "items": {"type": "string"}},
+        "app_url": {"type": ["string", "null"]},
+        "session_ttl_days": {"type": "integer"},
+        "smtp": {"type": ["object", "null"]},
+        "oauth": {"type": "object"},
+        "rate_limits": {"type": "object"},
+        "channels": {"type": "array"},
+        "limits": {"type": "object"},
+    },
+}

@@ -23,6 +23,7 @@ class Caller:
 
     is_admin: bool = False
     user: Mapping[str, JSON] | None = None
+    session: str | None = None  # the hash of the session token, for a signed-in user
 
     def variables(self, body: Mapping[str, JSON] | None = None) -> VariableContext:
         return VariableContext(
@@ -34,6 +35,11 @@ class Caller:
 
 ANONYMOUS = Caller()
 SECRET_KEY = Caller(is_admin=True)
+
+
+def require_admin(caller: Caller, what: str) -> None:
+    if not caller.is_admin:
+        raise Forbidden(f"Only the secret key may {what}.")
 
 
 def rule_filter(

@@ -222,3 +222,15 @@ def collection_from_meta(meta: str) -> Collection:
         created=data["created"],
         updated=data["updated"],
     )
+
+
+def system_collection(name: str, *index_fields: tuple[str, bool]) -> Collection:
+    """A collection a service keeps its own data in: no schema, closed to every API caller."""
+    return Collection(
+        name=name,
+        schema=None,
+        rules=dict.fromkeys(RULE_OPERATIONS),
+        indexes=tuple(IndexSpec((IndexKey((field,)),), unique) for field, unique in index_fields),
+        created="",
+        updated="",
+    )

@@ -131,11 +131,24 @@ class DataService:
 
     # collections
 
-    def _collection(self, name: str) -> Collection:
+    def _collection(self, name: str, *, system: bool = False) -> Collection:
         collection = self._collections.get(name)
-        if collection is None:
+        # System collections (users, sessions, ...) belong to their services, never to the API.
+        if collection is None or (name.startswith("_") and not system):
             raise NotFound(f"Collection '{name}' does not exist.", {"collection": name})
         return collection
+
+    async def ensure_system_collection(self, collection: Collection) -> None:
+        """Create or bring up to date a collection a service keeps its data in."""
+        async with self._ddl_lock:
+            current = self._collections.get(collection.name)
+            if current is not None and current.to_json() | {
+                "created": "",
+                "updated": "",
+            } == collection.to_json() | {"created": "", "updated": ""}:
+                return
+            await self.storage.apply([self._put(collection, create=current is None)])
+            self._collections[collection.name] = collection
 
     @staticmethod
     def _require_admin(caller: Caller) -> None:
@@ -144,7 +157,8 @@ class DataService:
 
     def list_collections(self, caller: Caller) -> list[Collection]:
         self._require_admin(caller)
-        return sorted(self._collections.values(), key=lambda c: c.name)
+        visible = (c for c in self._collections.values() if not c.name.startswith("_"))
+        return sorted(visible, key=lambda c: c.name)
 
     def get_collection(self, caller: Caller, name: str) -> Collection:
         self._require_admin(caller)
@@ -249,9 +263,9 @@ class DataService:
     ) -> tuple[Collection, list[WriteOp]]:
         """The collection, created on the fly for a secret-key write (returned as ops to apply)."""
         existing = self._collections.get(name)
-        if existing is not None:
+        if existing is not None and not name.startswith("_"):
             return existing, []
-        if not caller.is_admin:
+        if not caller.is_admin or name.startswith("_"):
             raise NotFound(f"Collection '{name}' does not exist.", {"collection": name})
         check_collection_name(name)
         collection = self._new_collection(name, {"rules": dict(DEFAULT_RULES)})
@@ -291,9 +305,9 @@ class DataService:
         return found
 
     async def list_records(
-        self, caller: Caller, collection_name: str, params: ListParams
+        self, caller: Caller, collection_name: str, params: ListParams, *, system: bool = False
     ) -> RecordPage:
-        collection = self._collection(collection_name)
+        collection = self._collection(collection_name, system=system)
         rule = rule_filter(caller, collection.compiled_rules["list"], "list", collection_name)
         where = params.where if rule is MATCH_ALL else and_nodes(rule, params.where)
         sort = params.sort

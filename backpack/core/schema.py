@@ -217,7 +217,7 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_email(value: Any) -> bool:
+def is_email(value: Any) -> bool:
     return (
         isinstance(value, str)
         and len(value) <= MAX_EMAIL_LENGTH
@@ -289,7 +289,7 @@ _TYPE_TESTS: Final[Mapping[str, Callable[[Any], bool]]] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "date": _is_date,
-    "email": _is_email,
+    "email": is_email,
     "url": _is_url,
     "json": lambda v: True,
     "relation": _is_id,
@@ -767,6 +767,7 @@ __all__ = [
     "Schema",
     "apply_defaults",
     "document_errors",
+    "is_email",
     "parse_schema",
     "relation_fields",
     "scalar_field_types",

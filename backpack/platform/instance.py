@@ -10,7 +10,9 @@ from pathlib import Path
 
 from backpack.api.app import BackpackApp
 from backpack.api.context import InstanceContext
+from backpack.auth.service import AuthService
 from backpack.core.records import DataService
+from backpack.core.settings import SettingsService
 from backpack.errors import BadRequest
 from backpack.storage.sqlite.adapter import SqliteStorage
 
@@ -61,4 +63,8 @@ def load_secret_key(data_dir: Path, environ: dict[str, str] | None = None) -> Se
 def build_instance_app(data_dir: Path, secret_key: str) -> BackpackApp:
     storage = SqliteStorage(str(data_dir / DATABASE_FILE))
     data = DataService(storage, cursor_key=secret_key.encode())
-    return BackpackApp(InstanceContext(data=data, secret_key=secret_key))
+    settings = SettingsService(data)
+    auth = AuthService(data, settings)
+    return BackpackApp(
+        InstanceContext(data=data, auth=auth, settings=settings, secret_key=secret_key)
+    )

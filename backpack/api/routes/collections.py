@@ -19,27 +19,27 @@ def routes(ctx: InstanceContext) -> list[Route]:
     data = ctx.data
 
     async def list_collections(request: Request) -> Response:
-        items = data.list_collections(ctx.caller(request))
+        items = data.list_collections(await ctx.caller(request))
         return json_response({"items": [c.to_json() for c in items]})
 
     async def create_collection(request: Request) -> Response:
-        caller = ctx.caller(request)
+        caller = await ctx.caller(request)
         collection = await data.create_collection(caller, await ctx.body(request))
         return json_response(collection.to_json(), 201)
 
     async def get_collection(request: Request) -> Response:
-        collection = data.get_collection(ctx.caller(request), request.path_params["name"])
+        collection = data.get_collection(await ctx.caller(request), request.path_params["name"])
         return json_response(collection.to_json())
 
     async def update_collection(request: Request) -> Response:
-        caller = ctx.caller(request)
+        caller = await ctx.caller(request)
         collection = await data.update_collection(
             caller, request.path_params["name"], await ctx.body(request)
         )
         return json_response(collection.to_json())
 
     async def delete_collection(request: Request) -> Response:
-        await data.delete_collection(ctx.caller(request), request.path_params["name"])
+        await data.delete_collection(await ctx.caller(request), request.path_params["name"])
         return empty_response()
 
     tag = "collections"

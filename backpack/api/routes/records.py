@@ -15,7 +15,7 @@ from backpack.api.http import (
 )
 from backpack.core import jsonutil
 from backpack.core.query import parse_list_params
-from backpack.core.records import parse_if_match
+from backpack.core.records import RecordPage, parse_if_match
 
 COLLECTION = Param(
     "collection",
@@ -40,6 +40,14 @@ LIST_PARAMS = (
 )
 
 
+def page_body(page: RecordPage) -> bytes:
+    """A list response assembled from stored JSON text, without re-encoding the records."""
+    body = b'{"items":[' + ",".join(page.docs).encode() + b'],"next":' + jsonutil.dumps(page.next)
+    if page.total is not None:
+        body += b',"total":' + str(page.total).encode()
+    return body + b"}"
+
+
 def _etag(version: object) -> list[tuple[bytes, bytes]]:
     return [(b"etag", f'"{version}"'.encode())]
 
@@ -48,18 +56,14 @@ def routes(ctx: InstanceContext) -> list[Route]:
     data = ctx.data
 
     async def list_records(request: Request) -> Response:
-        caller = ctx.caller(request)
+        caller = await ctx.caller(request)
         page = await data.list_records(
             caller, request.path_params["collection"], parse_list_params(request.query)
         )
-        body = b'{"items":[' + ",".join(page.docs).encode() + b'],"next":'
-        body += jsonutil.dumps(page.next)
-        if page.total is not None:
-            body += b',"total":' + str(page.total).encode()
-        return raw_json_response(body + b"}")
+        return raw_json_response(page_body(page))
 
     async def create_record(request: Request) -> Response:
-        caller = ctx.caller(request)
+        caller = await ctx.caller(request)
         record = await data.create_record(
             caller, request.path_params["collection"], await ctx.body(request)
         )
@@ -67,7 +71,7 @@ def routes(ctx: InstanceContext) -> list[Route]:
 
     async def get_record(request: Request) -> Response:
         found = await data.get_record(
-            ctx.caller(request), request.path_params["collection"], request.path_params["id"]
+            await ctx.caller(request), request.path_params["collection"], request.path_params["id"]
         )
         etag = f'"{found.version}"'
         if request.headers.get("if-none-match") == etag:
@@ -75,7 +79,7 @@ def routes(ctx: InstanceContext) -> list[Route]:
         return raw_json_response(found.doc.encode(), headers=[(b"etag", etag.encode())])
 
     async def write_record(request: Request, *, merge: bool) -> Response:
-        caller = ctx.caller(request)
+        caller = await ctx.caller(request)
         if_match = parse_if_match(request.headers.get("if-match"))
         record = await data.update_record(
             caller,
@@ -94,7 +98,7 @@ def routes(ctx: InstanceContext) -> list[Route]:
         return await write_record(request, merge=True)
 
     async def delete_record(request: Request) -> Response:
-        caller = ctx.caller(request)
+        caller = await ctx.caller(request)
         await data.delete_record(
             caller,
             request.path_params["collection"],
@@ -104,7 +108,7 @@ def routes(ctx: InstanceContext) -> list[Route]:
         return empty_response()
 
     async def batch(request: Request) -> Response:
-        caller = ctx.caller(request)
+        caller = await ctx.caller(request)
         results = await data.batch(caller, await ctx.body(request))
         return json_response({"results": results})
 
