@@ -52,7 +52,7 @@ SESSIONS: Final = "_sessions"
 TOKENS: Final = "_tokens"
 VERIFY_TTL: Final = timedelta(hours=24)
 RESET_TTL: Final = timedelta(minutes=30)
-_CACHE_SECONDS: Final = 30.0
+_CACHE_SECONDS: Final = 1.0  # another process (CLI, worker) may revoke a session
 _REFRESH_AFTER: Final = timedelta(hours=1)  # sliding expiry moves at most this often
 _USER_FIELDS: Final = ("id", "email", "verified", "role", "data", "created", "updated", "version")
 _ROLE_PATTERN: Final = r"[A-Za-z][A-Za-z0-9_-]{0,31}"

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from backpack import __version__
+from backpack.cli.users import users
 from backpack.errors import BackpackError
 
 console = Console(stderr=True)
@@ -83,6 +84,9 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
         loop="uvloop",
         http="httptools",
     )
+
+
+cli.add_command(users)
 
 
 def main() -> None:

@@ -150,10 +150,45 @@ def parse_rules(value: object, base: Mapping[str, JSON] | None = None) -> dict[s
         except BackpackError as exc:
             problems[where] = exc.message
             continue
+        if op not in ("create", "update") and _mentions_body(rule):
+            problems[where] = "may use @body only in create and update rules (there is no body)"
+            continue
         rules[op] = rule
     if problems:
         raise ValidationFailed("The rules are invalid.", problems)
     return rules
+
+
+def _mentions_body(value: JSON) -> bool:
+    if isinstance(value, str):
+        return value.startswith("@body.")
+    if isinstance(value, dict):
+        return any(_mentions_body(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions_body(v) for v in value)
+    return False
+
+
+# Named rule sets, offered by the console and documented in docs/api.md.
+RULE_PRESETS: Final[Mapping[str, Mapping[str, JSON]]] = {
+    "private": dict.fromkeys(RULE_OPERATIONS),
+    "owner_only": DEFAULT_RULES,
+    "signed_in_read_owner_write": {
+        "list": _SIGNED_IN,
+        "read": _SIGNED_IN,
+        "create": _SIGNED_IN,
+        "update": _OWNER,
+        "delete": _OWNER,
+    },
+    "public_read": {
+        "list": True,
+        "read": True,
+        "create": _SIGNED_IN,
+        "update": _OWNER,
+        "delete": _OWNER,
+    },
+    "public": dict.fromkeys(RULE_OPERATIONS, True),
+}
 
 
 def _compile_rule(rule: JSON) -> Rule:

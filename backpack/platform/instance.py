@@ -60,11 +60,14 @@ def load_secret_key(data_dir: Path, environ: dict[str, str] | None = None) -> Se
     return SecretKey(value, True)
 
 
-def build_instance_app(data_dir: Path, secret_key: str) -> BackpackApp:
+def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:
+    """Every service of one backpack, wired to its storage; `open()` it before use."""
     storage = SqliteStorage(str(data_dir / DATABASE_FILE))
     data = DataService(storage, cursor_key=secret_key.encode())
     settings = SettingsService(data)
     auth = AuthService(data, settings)
-    return BackpackApp(
-        InstanceContext(data=data, auth=auth, settings=settings, secret_key=secret_key)
-    )
+    return InstanceContext(data=data, auth=auth, settings=settings, secret_key=secret_key)
+
+
+def build_instance_app(data_dir: Path, secret_key: str) -> BackpackApp:
+    return BackpackApp(build_instance(data_dir, secret_key))

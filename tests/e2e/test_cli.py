@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -93,3 +94,74 @@ def test_data_survives_restart(tmp_path: Path) -> None:
         assert record.json()["text"] == "kept"
     finally:
         again.stop()
+
+
+def test_users_commands_against_a_running_backpack(tmp_path: Path) -> None:
+    key = "bpk_" + "u" * 40
+    data = tmp_path / "data"
+    server = start_server(data, key=key)
+    env_args = ("--data", str(data))
+    try:
+        help_text = run_cli("users", "--help").stdout
+        for command in ("create", "list", "set-password", "delete", "reset-link"):
+            assert command in help_text
+        created = run_cli(
+            "users",
+            "create",
+            *env_args,
+            "--email",
+            "Ops@Example.com",
+            "--password",
+            "first password",
+            "--role",
+            "editor",
+        )
+        assert created.returncode == 0, created.stderr
+        login = httpx.post(
+            server.url + "/api/auth/login",
+            json={"email": "ops@example.com", "password": "first password"},
+        )
+        assert login.status_code == 200 and login.json()["user"]["role"] == "editor"
+        listed = run_cli("users", "list", *env_args)
+        assert "ops@example.com" in listed.stdout and "editor" in listed.stdout
+        duplicate = run_cli(
+            "users", "create", *env_args, "--email", "ops@example.com", "--password", "x" * 10
+        )
+        assert duplicate.returncode != 0 and "already exists" in duplicate.stderr
+        assert "Traceback" not in duplicate.stderr
+        changed = run_cli(
+            "users",
+            "set-password",
+            *env_args,
+            "--email",
+            "ops@example.com",
+            "--password",
+            "second password",
+        )
+        assert changed.returncode == 0, changed.stderr
+        me = httpx.get(
+            server.url + "/api/auth/me",
+            headers={"Authorization": f"Bearer {login.json()['token']}"},
+        )
+        assert me.status_code == 401  # signed out everywhere
+        link = run_cli(
+            "users", "reset-link", *env_args, "--email", "ops@example.com", "--base-url", server.url
+        ).stdout.strip()
+        assert link.startswith(server.url + "/auth/reset?token=bpr_")
+        token = link.split("token=")[1]
+        reset = httpx.post(
+            server.url + "/api/auth/password/confirm",
+            json={"token": token, "password": "third password"},
+        )
+        assert reset.status_code == 204, reset.text
+        missing = run_cli("users", "reset-link", *env_args, "--email", "nobody@example.com")
+        assert missing.returncode != 0 and "Traceback" not in missing.stderr
+        deleted = run_cli("users", "delete", *env_args, "--email", "ops@example.com", "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        again = httpx.post(
+            server.url + "/api/auth/login",
+            json={"email": "ops@example.com", "password": "third password"},
+        )
+        assert again.status_code == 401
+    finally:
+        server.stop()
