@@ -93,6 +93,12 @@ class BackpackApp:
                 ):
                     await self._preflight(origin, cors, scope, request_id, send)
                     return
+            per_minute = self.ctx.settings.current.api_per_minute
+            if per_minute:
+                client = scope.get("client")
+                self.ctx.rate_limiter.check(
+                    f"api:{client[0] if client else ''}", per_minute, "requests from this address"
+                )
             route, params = self.router.match(scope["method"], scope["path"])
             response = await route.handler(Request(scope, receive, params))
         except BackpackError as exc:

@@ -443,3 +443,22 @@ def test_rate_limits(tmp_path: Path) -> None:
         assert set(statuses[10:]) == {429}
     finally:
         limited.stop()
+
+
+def test_api_rate_limit(tmp_path: Path) -> None:
+    key = "bpk_" + "m" * 40
+    limited = start_server(tmp_path / "api-limited", key=key)
+    try:
+        admin = {"Authorization": f"Bearer {key}"}
+        assert (
+            httpx.patch(
+                limited.url + "/api/settings",
+                json={"rate_limits": {"api_per_minute": 5}},
+                headers=admin,
+            ).status_code
+            == 200
+        )
+        statuses = [httpx.get(limited.url + "/api/health").status_code for _ in range(8)]
+        assert statuses.count(429) >= 2 and statuses[0] == 200
+    finally:
+        limited.stop()
