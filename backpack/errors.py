@@ -34,6 +34,7 @@ class BackpackError(Exception):
         super().__init__(message)
         self.message = message
         self.details: dict[str, JSON] = details if details is not None else {}
+        self.op_index: int | None = None  # which op of a storage apply() failed
 
     def body(self) -> dict[str, JSON]:
         return {

@@ -28,12 +28,13 @@ from backpack.core.collections import (
     parse_rules,
 )
 from backpack.core.events import CollectionEvent, Event, EventHub, RecordEvent
-from backpack.core.filter import MATCH_ALL, and_nodes
+from backpack.core.filter import MATCH_ALL, Node, and_nodes
 from backpack.core.ids import check_id, new_id
 from backpack.core.mergepatch import merge_patch
 from backpack.core.query import CursorCodec, ListParams, project
 from backpack.core.schema import apply_defaults, document_errors, parse_schema, validate_document
 from backpack.core.storage import (
+    AlreadyExists,
     Delete,
     DropCollection,
     IndexKey,
@@ -305,10 +306,18 @@ class DataService:
         return found
 
     async def list_records(
-        self, caller: Caller, collection_name: str, params: ListParams, *, system: bool = False
+        self,
+        caller: Caller,
+        collection_name: str,
+        params: ListParams,
+        *,
+        system: bool = False,
+        rule: Node | None = None,
     ) -> RecordPage:
+        """A page of records; `rule` (already bound) replaces the collection's list rule."""
         collection = self._collection(collection_name, system=system)
-        rule = rule_filter(caller, collection.compiled_rules["list"], "list", collection_name)
+        if rule is None:
+            rule = rule_filter(caller, collection.compiled_rules["list"], "list", collection_name)
         where = params.where if rule is MATCH_ALL else and_nodes(rule, params.where)
         sort = params.sort
         if sort[-1].path != ("id",):
@@ -470,11 +479,17 @@ class DataService:
         return Conflict(exc.message, exc.details)
 
     async def _load_for_change(
-        self, caller: Caller, collection: Collection, record_id: str, operation: str
+        self,
+        caller: Caller,
+        collection: Collection,
+        record_id: str,
+        operation: str,
+        body: Document | None = None,
     ) -> Document:
+        """The stored record, if the `operation` rule (with `@body` = body) lets the caller at it."""
         check_id(record_id)
         where = rule_filter(
-            caller, collection.compiled_rules[operation], operation, collection.name
+            caller, collection.compiled_rules[operation], operation, collection.name, body
         )
         found = await self.storage.get(
             collection.name,
@@ -547,7 +562,7 @@ class DataService:
         data = _require_object(body)
         collection = self._collection(collection_name)
         for _ in range(MAX_WRITE_ATTEMPTS):
-            current = await self._load_for_change(caller, collection, record_id, "update")
+            current = await self._load_for_change(caller, collection, record_id, "update", data)
             update, record = self._prepare_update(
                 caller, collection, current, data, merge=merge, if_match=if_match
             )
@@ -656,6 +671,7 @@ class DataService:
 
     async def _batch_attempt(self, caller: Caller, ops: list[BatchOp]) -> list[JSON]:
         writes: list[WriteOp] = []
+        origin: list[int] = []  # the batch op each write comes from
         created: dict[str, Collection] = {}
         results: list[JSON] = []
         events: list[Event] = []
@@ -669,6 +685,7 @@ class DataService:
                     if ddl:
                         created[op.collection] = collection
                         writes.extend(ddl)
+                        origin.extend([index] * len(ddl))
                 if op.op == "create":
                     assert op.data is not None
                     insert, record = self._prepare_create(
@@ -678,21 +695,27 @@ class DataService:
                     if pending.get(key) is not None:
                         raise Conflict(f"A record with id '{insert.id}' already exists.")
                     writes.append(insert)
+                    origin.append(index)
                     pending[key] = record
                     results.append(record)
                     events.append(RecordEvent(op.collection, "create", record))
                     continue
                 assert op.id is not None
                 key = (op.collection, op.id)
+                operation = "delete" if op.op == "delete" else "update"
                 if key in pending:
                     current = pending[key]
                     if current is None:
                         raise NotFound(f"Record '{op.id}' was deleted earlier in this batch.")
+                    # Written earlier in this batch: its rule is checked in memory, as SQL would.
+                    rule = collection.compiled_rules[operation]
+                    if not check_rule(caller, rule, operation, op.collection, current, op.data):
+                        raise NotFound(f"Record '{op.id}' was not found in '{op.collection}'.")
                 elif op.collection in created:
                     raise NotFound(f"Record '{op.id}' was not found in '{op.collection}'.")
                 else:
                     current = await self._load_for_change(
-                        caller, collection, op.id, "delete" if op.op == "delete" else "update"
+                        caller, collection, op.id, operation, op.data
                     )
                 if op.op == "delete":
                     version = current["version"]
@@ -700,6 +723,7 @@ class DataService:
                     if op.if_match is not None and op.if_match != version:
                         raise Conflict(f"Record '{op.id}' is at version {version}.")
                     writes.append(Delete(op.collection, op.id, version))
+                    origin.append(index)
                     pending[key] = None
                     results.append({"id": op.id, "deleted": True})
                     events.append(RecordEvent(op.collection, "delete", current))
@@ -714,6 +738,7 @@ class DataService:
                     if_match=op.if_match,
                 )
                 writes.append(update)
+                origin.append(index)
                 pending[key] = record
                 results.append(record)
                 events.append(RecordEvent(op.collection, "update", record, current))
@@ -725,7 +750,14 @@ class DataService:
                 raise
         try:
             await self._apply_with_new_collections(writes, list(created.values()))
-        except UniqueViolation as exc:
-            raise Conflict(exc.message, exc.details) from None
+        except (UniqueViolation, AlreadyExists) as exc:
+            where = exc.op_index
+            op_index = origin[where] if where is not None and where < len(origin) else None
+            details = dict(exc.details)
+            if op_index is not None:
+                details["op"] = op_index
+            raise Conflict(
+                f"Op {op_index}: {exc.message}" if op_index is not None else exc.message, details
+            ) from None
         self._publish(events)
         return results

@@ -151,5 +151,8 @@ class Storage(Protocol):
     async def query(self, query: Query) -> Page: ...
 
     async def apply(self, ops: Sequence[WriteOp]) -> None:
-        """Apply `ops` in one transaction, durable when this returns; all or nothing."""
+        """Apply `ops` in one transaction, durable when this returns; all or nothing.
+
+        When an op fails, the error raised carries `op_index`, its position in `ops`.
+        """
         ...

@@ -31,6 +31,7 @@ from backpack.core.filter.ast import (
     Size,
     Var,
     and_nodes,
+    filter_paths,
     kind_of,
     not_node,
     or_nodes,
@@ -73,6 +74,8 @@ def bind_variables(node: Node, ctx: VariableContext) -> Node:
     """Replace every `Var` with its value and fold `@auth` conditions to MATCH_ALL/NONE."""
     auth = normalize(ctx.auth) if ctx.auth is not None else None
     body = normalize(ctx.body) if ctx.body is not None else None
+    present = auth.items() if isinstance(auth, dict) else ()
+    signed_in_view = {**_SIGNED_OUT, **{k: v for k, v in present if v is not None}}
 
     def value(var: Var) -> JSON:
         if var.source == "now":
@@ -108,7 +111,10 @@ def bind_variables(node: Node, ctx: VariableContext) -> Node:
             case ElemMatch(path, inner, objects_only):
                 return ElemMatch(path, bind(inner), objects_only)
             case AuthMatch(inner):
-                return MATCH_ALL if _compile(bind(inner))(auth) else MATCH_NONE
+                # `@auth` itself is null when signed out; its attributes are ""/false.
+                whole = all(path == () for path in filter_paths(inner))
+                subject = auth if whole else signed_in_view
+                return MATCH_ALL if _compile(bind(inner))(subject) else MATCH_NONE
         return node
 
     return bind(node)

@@ -132,6 +132,11 @@ class _Parser:
                 )
             elif self.allow_variables and (key == "@auth" or key.startswith("@auth.")):
                 self.count()
+                if key != "@auth" and key[6:] not in _AUTH_VARIABLES:
+                    raise InvalidQuery(
+                        f"Unknown variable {key[:60]!r}: rules know @auth, @auth.id, "
+                        "@auth.email, @auth.role and @auth.verified."
+                    )
                 path = parse_path(key.removeprefix("@auth.")) if key != "@auth" else ()
                 parts.append(AuthMatch(self.field(path, value)))
             else:

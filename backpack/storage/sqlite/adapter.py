@@ -359,8 +359,12 @@ class SqliteStorage:
                 staged = dict(tables)
                 conn.execute("SAVEPOINT unit")
                 try:
-                    for op in unit.ops:
-                        self._apply_op(conn, op, staged)
+                    for index, op in enumerate(unit.ops):
+                        try:
+                            self._apply_op(conn, op, staged)
+                        except BackpackError as exc:
+                            exc.op_index = index
+                            raise
                 except BaseException as exc:  # the unit fails alone; the group goes on
                     conn.execute("ROLLBACK TO unit")
                     unit.error = exc
