@@ -10,6 +10,7 @@
     ├── MethodNotAllowed          405 method_not_allowed
     ├── Conflict                  409 conflict
     ├── PayloadTooLarge           413 payload_too_large
+    ├── RangeNotSatisfiable       416 range_not_satisfiable (Content-Range: bytes */size)
     ├── UnsupportedMediaType      415 unsupported_media_type
     ├── RateLimited               429 rate_limited        (Retry-After)
     └── Unavailable               503 unavailable
@@ -101,6 +102,15 @@ class PayloadTooLarge(BackpackError):
     code = "payload_too_large"
 
 
+class RangeNotSatisfiable(BackpackError):
+    status = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message, {"size": size})
+        self.size = size
+
+
 class UnsupportedMediaType(BackpackError):
     status = 415
     code = "unsupported_media_type"
@@ -129,6 +139,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RangeNotSatisfiable",
     "RateLimited",
     "Unauthorized",
     "Unavailable",

@@ -18,8 +18,24 @@ from backpack.api.http import (
     empty_response,
     json_response,
 )
-from backpack.api.routes import auth, collections, health, meta, records, settings, users
-from backpack.errors import BackpackError, Forbidden, MethodNotAllowed, RateLimited
+from backpack.api.routes import (
+    auth,
+    collections,
+    files,
+    health,
+    meta,
+    oauth,
+    records,
+    settings,
+    users,
+)
+from backpack.errors import (
+    BackpackError,
+    Forbidden,
+    MethodNotAllowed,
+    RangeNotSatisfiable,
+    RateLimited,
+)
 
 log = logging.getLogger("backpack.api")
 
@@ -51,6 +67,8 @@ def error_response(exc: BackpackError) -> Response:
         response.headers.append((b"allow", str(exc.details["allow"]).encode()))
     elif isinstance(exc, RateLimited):
         response.headers.append((b"retry-after", str(exc.retry_after).encode()))
+    elif isinstance(exc, RangeNotSatisfiable):
+        response.headers.append((b"content-range", f"bytes */{exc.size}".encode()))
     return response
 
 
@@ -64,7 +82,9 @@ class BackpackApp:
         self.routes += collections.routes(ctx)
         self.routes += records.routes(ctx)
         self.routes += auth.routes(ctx)
+        self.routes += oauth.routes(ctx)
         self.routes += users.routes(ctx)
+        self.routes += files.routes(ctx)
         self.routes += settings.routes(ctx)
         self.routes += meta.routes(ctx, self._route_table)
         self.router = Router(self.routes)

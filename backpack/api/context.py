@@ -14,6 +14,7 @@ from backpack.core.ratelimit import RateLimiter
 from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
 from backpack.errors import Forbidden, Unauthorized
+from backpack.files.service import FilesService
 from backpack.types import JSON
 
 SESSION_COOKIE = "bp_session"
@@ -38,6 +39,7 @@ class InstanceContext:
     data: DataService
     auth: AuthService
     settings: SettingsService
+    files: FilesService
     secret_key: str
     limits: Limits = field(default_factory=Limits)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -46,8 +48,10 @@ class InstanceContext:
         await self.data.open()
         await self.settings.open()
         await self.auth.open()
+        await self.files.open()
 
     async def close(self) -> None:
+        await self.files.close()
         await self.data.close()
 
     def origin_allowed(self, origin: str, request: Request) -> bool:

@@ -7,7 +7,7 @@ generated from the table that actually dispatches requests.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -136,6 +136,9 @@ class Response:
     body: bytes = b""
     content_type: bytes | None = JSON_TYPE
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # A streamed body of `length` bytes, sent instead of `body` (file downloads).
+    stream: AsyncIterator[bytes] | None = None
+    length: int = 0
 
     async def send(self, send: Send, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         headers = [*self.headers, *extra_headers]
@@ -143,9 +146,15 @@ class Response:
             headers.append((b"content-type", self.content_type))
         body = b"" if self.status in (204, 304) else self.body
         if self.status != 204:
-            headers.append((b"content-length", str(len(body)).encode()))
+            size = self.length if self.stream is not None else len(body)
+            headers.append((b"content-length", str(size).encode()))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if self.stream is None:
+            await send({"type": "http.response.body", "body": body})
+            return
+        async for chunk in self.stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
 
 def json_response(
@@ -185,7 +194,9 @@ class Route:
     tag: str
     params: tuple[Param, ...] = ()
     body: Mapping[str, Any] | None = None  # JSON schema of the request body
-    responses: Mapping[int, Mapping[str, Any] | None] = field(default_factory=dict)
+    # status → JSON schema of the body, None for no body, "binary" for raw bytes
+    responses: Mapping[int, Mapping[str, Any] | str | None] = field(default_factory=dict)
+    body_media: str = "application/json"
     auth: bool = True  # accepts the secret key / user credentials
 
 

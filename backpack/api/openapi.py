@@ -10,7 +10,13 @@ from backpack import __version__
 from backpack.api import schemas
 from backpack.api.http import Route
 
-_STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 304: "Not modified"}
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    204: "No content",
+    206: "Partial content",
+    304: "Not modified",
+}
 
 
 def _operation(route: Route) -> dict[str, Any]:
@@ -33,12 +39,14 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": dict(route.body)}},
+            "content": {route.body_media: {"schema": dict(route.body)}},
         }
     responses: dict[str, Any] = {}
     for status, schema in route.responses.items():
         entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, str(status))}
-        if schema is not None:
+        if schema == "binary":
+            entry["content"] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+        elif isinstance(schema, dict):
             entry["content"] = {"application/json": {"schema": dict(schema)}}
         responses[str(status)] = entry
     responses["default"] = {

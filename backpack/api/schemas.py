@@ -210,3 +210,92 @@ SETTINGS: Schema = {
         "limits": {"type": "object"},
     },
 }
+
+FILE: Schema = {
+    "type": "object",
+    "required": ["id", "name", "size", "type", "bucket", "owner", "public", "sha256", "created"],
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "size": {"type": "integer", "minimum": 0},
+        "type": {"type": "string"},
+        "bucket": {"type": "string"},
+        "owner": {"type": ["string", "null"]},
+        "public": {"type": "boolean"},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "created": TIMESTAMP,
+        "updated": TIMESTAMP,
+        "version": {"type": "integer"},
+    },
+}
+
+FILE_PAGE: Schema = {
+    "type": "object",
+    "required": ["items", "next"],
+    "properties": {
+        "items": {"type": "array", "items": {"type": "object"}},
+        "next": {"type": ["string", "null"]},
+        "total": {"type": "integer", "minimum": 0},
+    },
+}
+
+UPLOAD: Schema = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "bucket": {"type": "string"},
+        "name": {"type": "string"},
+        "public": {"type": "string", "enum": ["true", "false"]},
+        "file": {"type": "string", "format": "binary"},
+    },
+}
+
+FILE_PATCH: Schema = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "bucket": {"type": "string"},
+        "public": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+
+SIGNED_URL_INPUT: Schema = {
+    "type": "object",
+    "properties": {"expires_in": {"type": "integer", "minimum": 1, "maximum": 604800}},
+}
+
+SIGNED_URL: Schema = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {"url": {"type": "string"}},
+}
+
+BUCKET: Schema = {
+    "type": "object",
+    "required": ["name", "rules", "max_size", "allowed_types"],
+    "properties": {
+        "name": {"type": "string"},
+        "rules": RULES,
+        "max_size": {"type": ["integer", "null"]},
+        "allowed_types": {"type": ["array", "null"], "items": {"type": "string"}},
+        "created": {"type": "string"},
+        "updated": {"type": "string"},
+    },
+}
+
+BUCKET_INPUT: Schema = {
+    "type": "object",
+    "properties": {
+        "rules": RULES,
+        "max_size": {"type": ["integer", "null"], "minimum": 1},
+        "allowed_types": {"type": ["array", "null"], "items": {"type": "string"}},
+    },
+    "additionalProperties": False,
+}
+
+BUCKET_LIST: Schema = {
+    "type": "object",
+    "required": ["items"],
+    "properties": {"items": {"type": "array", "items": BUCKET}},
+}

@@ -486,7 +486,7 @@ class DataService:
         operation: str,
         body: Document | None = None,
     ) -> Document:
-        """The stored record, if the `operation` rule (with `@body` = body) lets the caller at it."""
+        """The stored record, if the `operation` rule (`@body` = body) lets the caller at it."""
         check_id(record_id)
         where = rule_filter(
             caller, collection.compiled_rules[operation], operation, collection.name, body

@@ -21,6 +21,7 @@ from backpack.types import JSON, JSONObject
 MASK: Final = "********"
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(:(\d{1,5}|\*))?|\*")
 _PATTERN = re.compile(r"[A-Za-z0-9:_\-.*]{1,128}")
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 scope-token
 
 DEFAULTS: Final[Mapping[str, JSON]] = {
     "allowed_origins": ["http://localhost:*", "http://127.0.0.1:*"],
@@ -34,7 +35,9 @@ DEFAULTS: Final[Mapping[str, JSON]] = {
 }
 
 _SMTP_KEYS: Final = {"host", "port", "username", "password", "sender", "tls"}
-_OAUTH_KEYS: Final = {"client_id", "client_secret", "issuer", "scopes"}
+# GitHub has no discovery document: these point it at GitHub Enterprise or a test server.
+_GITHUB_URL_KEYS: Final = {"authorize_url", "token_url", "userinfo_url", "emails_url"}
+_OAUTH_KEYS: Final = {"client_id", "client_secret", "issuer", "scopes", *_GITHUB_URL_KEYS}
 
 
 @dataclass(frozen=True)
@@ -195,27 +198,55 @@ def _check_oauth(value: object, current: object, problems: dict[str, str]) -> ob
         for key, item in config.items():
             if key == "client_secret" and item == MASK:
                 continue
-            merged[key] = item
-        for key in ("client_id", "client_secret"):
-            if not isinstance(merged.get(key), str) or not merged[key]:
-                problems[f"{where}.{key}"] = "is required"
-        issuer = merged.get("issuer")
-        if name not in ("github", "google") and not isinstance(issuer, str):
-            problems[f"{where}.issuer"] = "is required for a generic OpenID Connect provider"
-        elif issuer is not None and (
-            not isinstance(issuer, str) or not re.fullmatch(r"https?://\S+", issuer)
-        ):
-            problems[f"{where}.issuer"] = "must be an http(s) URL"
-        scopes = merged.get("scopes")
-        if scopes is not None and (
-            not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)
-        ):
-            problems[f"{where}.scopes"] = "must be a list of strings"
+            if item is None:
+                merged.pop(key, None)  # null unsets an optional key, as in a merge patch
+            else:
+                merged[key] = item
+        _check_provider(name, merged, where, problems)
         result[name] = merged
     for name, config in previous.items():
         if name not in value:
             result[name] = config
     return result
+
+
+def _check_provider(
+    name: str, config: dict[str, Any], where: str, problems: dict[str, str]
+) -> None:
+    for key in ("client_id", "client_secret"):
+        if not isinstance(config.get(key), str) or not config[key]:
+            problems[f"{where}.{key}"] = "is required"
+    issuer = config.get("issuer")
+    if name == "github":
+        if issuer is not None:
+            problems[f"{where}.issuer"] = (
+                "GitHub is not an OpenID Connect provider; point it elsewhere with "
+                "authorize_url, token_url, userinfo_url and emails_url"
+            )
+    elif issuer is None:
+        if name != "google":
+            problems[f"{where}.issuer"] = "is required for a generic OpenID Connect provider"
+    elif not _is_http_url(issuer) or "?" in issuer or "#" in issuer:
+        problems[f"{where}.issuer"] = "must be an http(s) URL without query or fragment"
+    for key in sorted(_GITHUB_URL_KEYS & set(config)):
+        if name != "github":
+            problems[f"{where}.{key}"] = (
+                "is only for github; an OpenID Connect provider publishes its endpoints"
+            )
+        elif not _is_http_url(config[key]):
+            problems[f"{where}.{key}"] = "must be an http(s) URL"
+    scopes = config.get("scopes")
+    if scopes is not None and (
+        not isinstance(scopes, list)
+        or len(scopes) > 20
+        or not all(isinstance(s, str) and _SCOPE.fullmatch(s) for s in scopes)
+    ):
+        problems[f"{where}.scopes"] = "must be a list of at most 20 scope names"
+
+
+def _is_http_url(value: object) -> bool:
+    # ASCII only: these URLs end up in Location headers and outgoing requests.
+    return isinstance(value, str) and bool(re.fullmatch(r"https?://[\x21-\x7e]{1,2000}", value))
 
 
 def _check_rate_limits(value: object, current: object, problems: dict[str, str]) -> object:

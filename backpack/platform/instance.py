@@ -11,14 +11,18 @@ from pathlib import Path
 from backpack.api.app import BackpackApp
 from backpack.api.context import InstanceContext
 from backpack.auth.service import AuthService
+from backpack.blobs import open_blob_store
 from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
 from backpack.errors import BadRequest
+from backpack.files.service import FilesService
 from backpack.storage.sqlite.adapter import SqliteStorage
 
 SECRET_KEY_ENV = "BACKPACK_SECRET_KEY"
 KEY_FILE = "secret_key"
 DATABASE_FILE = "backpack.db"
+BLOBS_DIR = "blobs"
+FILES_URL_ENV = "BACKPACK_FILES_URL"
 _KEY_PATTERN = re.compile(r"bpk_[A-Za-z0-9_-]{32,200}")
 
 
@@ -66,7 +70,11 @@ def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:
     data = DataService(storage, cursor_key=secret_key.encode())
     settings = SettingsService(data)
     auth = AuthService(data, settings)
-    return InstanceContext(data=data, auth=auth, settings=settings, secret_key=secret_key)
+    blobs = open_blob_store(os.environ.get(FILES_URL_ENV) or str(data_dir / BLOBS_DIR))
+    files = FilesService(data, blobs, settings, signing_key=secret_key.encode())
+    return InstanceContext(
+        data=data, auth=auth, settings=settings, files=files, secret_key=secret_key
+    )
 
 
 def build_instance_app(data_dir: Path, secret_key: str) -> BackpackApp:

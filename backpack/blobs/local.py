@@ -1,0 +1,308 @@
+"""The embedded blob store: one directory per backpack.
+
+Layout under the root, two levels of fan-out so no directory grows huge:
+
+    ab/cd/abcd…ef              the blob whose sha256 is abcd…ef
+    ab/cd/abcd…ef.derived/NAME its derived data
+    tmp/put-….part             uploads in progress
+
+An upload streams into a temp file in `tmp/` (same filesystem, so the final
+rename is atomic), hashing as it goes; the file is fsync'd, renamed to its
+content address and the directory fsync'd, so a blob is either whole and
+durable or absent. Files are created 0600 and directories 0700: blobs are the
+users' data and only the server reads them. Disk work runs in worker threads,
+a buffer's worth at a time, so a large upload never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from backpack.core.blobs import (
+    DEFAULT_CHUNK_SIZE,
+    BlobInfo,
+    check_derived_name,
+    check_key,
+    check_range,
+    over_limit_message,
+    single_chunk,
+)
+from backpack.errors import NotFound, PayloadTooLarge, Unavailable
+
+TEMP_DIR = "tmp"
+STALE_TEMP_AGE = 3600.0  # seconds; younger temp files may belong to a live upload
+_DERIVED_SUFFIX = ".derived"
+_DIR_MODE = 0o700
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class _TempFile:
+    """A temp file filled from worker threads.
+
+    Every step holds the lock, so a discard that follows a cancelled write
+    waits for that write to finish instead of racing it on the descriptor.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(prefix="put-", suffix=".part", dir=directory)
+        self.path = Path(name)
+        self._fd = fd
+        self._hash = hashlib.sha256()
+        self._lock = threading.Lock()
+        self._committed = False
+
+    def write(self, data: bytes | bytearray) -> None:
+        with self._lock:
+            if self._fd < 0:
+                raise RuntimeError("write to a discarded upload")
+            self._hash.update(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+    def seal(self) -> str:
+        """Make the content durable and close the file; the content's sha256."""
+        with self._lock:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            return self._hash.hexdigest()
+
+    def mark_committed(self) -> None:
+        with self._lock:
+            self._committed = True
+
+    def discard(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            if not self._committed:
+                self.path.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(path: Path) -> None:
+    """Create `path` and missing parents; each new directory's entry is fsync'd too."""
+    if path.is_dir():
+        return
+    _make_dirs(path.parent)
+    try:
+        path.mkdir(mode=_DIR_MODE)
+    except FileExistsError:
+        return
+    _fsync_dir(path.parent)
+
+
+def _unavailable(action: str, exc: OSError) -> Unavailable:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason = "the disk is full"
+    return Unavailable(f"The file store could not {action}: {reason.lower()}.")
+
+
+class LocalBlobStore:
+    """Blobs as files under `root`; see the module docstring for the layout."""
+
+    def __init__(self, root: str | os.PathLike[str], *, write_buffer: int = 1024 * 1024) -> None:
+        self.root = Path(root)
+        self._temp_dir = self.root / TEMP_DIR
+        self._write_buffer = write_buffer
+
+    async def open(self) -> None:
+        await self._disk(f"use the directory {self.root}", self._prepare)
+
+    def _prepare(self) -> None:
+        _make_dirs(self._temp_dir)
+        cutoff = time.time() - STALE_TEMP_AGE
+        with os.scandir(self._temp_dir) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    Path(entry.path).unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        return None
+
+    def blob_path(self, key: str) -> Path:
+        check_key(key)
+        return self.root / key[:2] / key[2:4] / key
+
+    def _derived_dir(self, key: str) -> Path:
+        blob = self.blob_path(key)
+        return blob.with_name(blob.name + _DERIVED_SUFFIX)
+
+    async def put(self, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None) -> BlobInfo:
+        temp = await self._disk("start an upload", _TempFile, self._temp_dir)
+        try:
+            size = 0
+            pending = bytearray()
+            async for chunk in chunks:
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise PayloadTooLarge(over_limit_message(max_bytes))
+                if not pending and len(chunk) >= self._write_buffer:
+                    await self._disk("store the upload", temp.write, chunk)
+                    continue
+                pending += chunk
+                if len(pending) >= self._write_buffer:
+                    await self._disk("store the upload", temp.write, pending)
+                    pending = bytearray()
+            if pending:
+                await self._disk("store the upload", temp.write, pending)
+            key = await self._disk("store the upload", self._commit, temp, size)
+            return BlobInfo(key=key, size=size, sha256=key)
+        except BaseException:
+            # Runs to the end in its thread even if this task is cancelled again.
+            await asyncio.to_thread(temp.discard)
+            raise
+
+    @staticmethod
+    async def _disk(action: str, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`func(*args)` in a worker thread, a disk error told as Unavailable."""
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except OSError as exc:
+            raise _unavailable(action, exc) from exc
+
+    def _commit(self, temp: _TempFile, size: int) -> str:
+        key = temp.seal()
+        target = self.blob_path(key)
+        try:
+            if target.stat().st_size == size:
+                temp.discard()  # the same content is stored already
+                return key
+        except FileNotFoundError:
+            pass
+        _make_dirs(target.parent)
+        os.replace(temp.path, target)
+        temp.mark_committed()
+        _fsync_dir(target.parent)
+        return key
+
+    async def put_bytes(self, data: bytes) -> BlobInfo:
+        return await self.put(single_chunk(data))
+
+    async def read(
+        self,
+        key: str,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> AsyncIterator[bytes]:
+        path = self.blob_path(key)
+        check_range(start, end, chunk_size)
+        size = await self.size(key)
+        if size is None:
+            raise NotFound("The file does not exist.")
+        stop = size if end is None else min(end, size)
+        return self._stream(path, start, stop, chunk_size)
+
+    async def _stream(
+        self, path: Path, start: int, stop: int, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        if start >= stop:
+            return
+        # Opened on the first chunk, so a stream never iterated holds no descriptor; once
+        # open, the descriptor keeps the bytes readable even if the blob is deleted meanwhile.
+        try:
+            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound("The file does not exist.") from None
+        except OSError as exc:
+            raise _unavailable("read a file", exc) from exc
+        try:
+            position = start
+            while position < stop:
+                data = await self._disk(
+                    "read a file", os.pread, fd, min(chunk_size, stop - position), position
+                )
+                if not data:
+                    break
+                position += len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    async def size(self, key: str) -> int | None:
+        path = self.blob_path(key)
+        try:
+            return (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _unavailable("read a file", exc) from exc
+
+    async def delete(self, key: str) -> None:
+        path = self.blob_path(key)
+        await self._disk("delete a file", self._delete, path, self._derived_dir(key))
+
+    @staticmethod
+    def _delete(path: Path, derived: Path) -> None:
+        # Even when the blob is gone: a put_derived racing a delete may have left some.
+        shutil.rmtree(derived, ignore_errors=True)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+    async def put_derived(self, key: str, name: str, data: bytes) -> None:
+        target = self._derived_dir(key) / check_derived_name(name)
+        await self._disk("store derived data", self._put_derived, key, target, data)
+
+    def _put_derived(self, key: str, target: Path, data: bytes) -> None:
+        if not self.blob_path(key).exists():
+            raise NotFound("The file does not exist.")
+        temp = _TempFile(self._temp_dir)
+        try:
+            temp.write(data)
+            temp.seal()
+            _make_dirs(target.parent)
+            os.replace(temp.path, target)
+            temp.mark_committed()
+            _fsync_dir(target.parent)
+        finally:
+            temp.discard()
+
+    async def get_derived(self, key: str, name: str) -> bytes | None:
+        target = self._derived_dir(key) / check_derived_name(name)
+        try:
+            return await asyncio.to_thread(target.read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _unavailable("read derived data", exc) from exc
+
+    async def usage(self) -> int:
+        return await self._disk("measure its usage", self._usage)
+
+    def _usage(self) -> int:
+        total = 0
+        for directory, subdirs, files in os.walk(self.root):
+            if directory == str(self.root):
+                subdirs[:] = [d for d in subdirs if d != TEMP_DIR]
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(directory, name)).st_size
+                except FileNotFoundError:
+                    continue  # deleted while we walked
+        return total

@@ -1,0 +1,1 @@
+"""The file service: stored files, their content types, safe names and thumbnails."""
