@@ -94,7 +94,9 @@ def test_upload_metadata_and_content(server: RunningServer, bucket: str) -> None
         headers={**headers, "If-Modified-Since": content.headers["last-modified"]},
     )
     assert since.status_code == 304
-    attachment = httpx.get(f"{server.url}/api/files/{file['id']}/content?download=1", headers=headers)
+    attachment = httpx.get(
+        f"{server.url}/api/files/{file['id']}/content?download=1", headers=headers
+    )
     assert attachment.headers["content-disposition"].startswith("attachment")
     listed = httpx.get(server.url + "/api/files", params={"bucket": bucket}, headers=headers).json()
     assert [f["id"] for f in listed["items"]] == [file["id"]]
@@ -126,13 +128,21 @@ def test_ranges(server: RunningServer, bucket: str) -> None:
 
 def test_names_are_made_safe(server: RunningServer, bucket: str) -> None:
     _, headers = user_token(server)
-    for hostile in ["../../etc/passwd", "/abs/path.txt", "a\x00b.txt", "tab\tand\nnew.txt", "x" * 10_000]:
+    for hostile in [
+        "../../etc/passwd",
+        "/abs/path.txt",
+        "a\x00b.txt",
+        "tab\tand\nnew.txt",
+        "x" * 10_000,
+    ]:
         response = upload(server, headers, b"hello", hostile, bucket=bucket)
         assert response.status_code == 201, response.text
         name = response.json()["name"]
         assert "/" not in name and "\x00" not in name and "\n" not in name
         assert 0 < len(name.encode()) <= 255
-    html = upload(server, headers, b"<html><script>alert(1)</script></html>", "page.png", bucket=bucket)
+    html = upload(
+        server, headers, b"<html><script>alert(1)</script></html>", "page.png", bucket=bucket
+    )
     file = html.json()
     assert file["type"].startswith("text/html")
     served = httpx.get(f"{server.url}/api/files/{file['id']}/content", headers=headers)
@@ -143,8 +153,11 @@ def test_names_are_made_safe(server: RunningServer, bucket: str) -> None:
 def test_bucket_limits(server: RunningServer, admin: httpx.Client, bucket: str) -> None:
     _, headers = user_token(server)
     admin.put(f"/api/buckets/{bucket}", json={"max_size": 1000, "allowed_types": ["image/*"]})
-    error_of(upload(server, headers, png_bytes(400, 400, "blue") + b"x" * 2000, bucket=bucket),
-             413, "payload_too_large")
+    error_of(
+        upload(server, headers, png_bytes(400, 400, "blue") + b"x" * 2000, bucket=bucket),
+        413,
+        "payload_too_large",
+    )
     error_of(upload(server, headers, b"plain text", bucket=bucket), 415, "unsupported_media_type")
     small = upload(server, headers, png_bytes(4, 4), bucket=bucket)
     assert small.status_code == 201, small.text
@@ -152,7 +165,12 @@ def test_bucket_limits(server: RunningServer, admin: httpx.Client, bucket: str) 
     assert len(listed["items"]) == 1
     temp = server.data_dir / "blobs" / "tmp"
     assert not temp.exists() or list(temp.iterdir()) == []
-    for bad in [{"max_size": 0}, {"allowed_types": ["not a type"]}, {"rules": {"read": "x"}}, {"x": 1}]:
+    for bad in [
+        {"max_size": 0},
+        {"allowed_types": ["not a type"]},
+        {"rules": {"read": "x"}},
+        {"x": 1},
+    ]:
         error_of(admin.put(f"/api/buckets/{bucket}", json=bad), 400, "validation_failed")
     error_of(admin.put("/api/buckets/bad name", json={}), 400, "bad_request")
 
@@ -162,20 +180,25 @@ def test_bad_uploads(server: RunningServer, bucket: str) -> None:
     url = server.url + "/api/files"
     boundary = "XyZ"
     truncated = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"bucket\"\r\n\r\n{bucket}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="bucket"\r\n\r\n{bucket}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
         "Content-Type: text/plain\r\n\r\nhalf of a fi"
     ).encode()
     response = httpx.post(
-        url, content=truncated,
+        url,
+        content=truncated,
         headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     error_of(response, 400, "bad_request")
     error_of(httpx.post(url, json={"file": "x"}, headers=headers), 415, "unsupported_media_type")
-    error_of(httpx.post(url, data={"bucket": bucket}, files={"other": ("a", b"x")}, headers=headers),
-             400, "bad_request")
+    error_of(
+        httpx.post(url, data={"bucket": bucket}, files={"other": ("a", b"x")}, headers=headers),
+        400,
+        "bad_request",
+    )
     no_file = httpx.post(
-        url, content=f"--{boundary}--\r\n".encode(),
+        url,
+        content=f"--{boundary}--\r\n".encode(),
         headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     error_of(no_file, 400, "bad_request")
@@ -190,8 +213,8 @@ def test_disconnect_mid_upload_leaves_nothing(server: RunningServer, bucket: str
     parsed = urlsplit(server.url)
     boundary = "Bnd"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"bucket\"\r\n\r\n{bucket}\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="bucket"\r\n\r\n{bucket}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     declared = len(head) + 10_000_000
@@ -221,44 +244,82 @@ def test_private_and_public_files(server: RunningServer, bucket: str) -> None:
     public = upload(server, alice, b"shared", bucket=bucket, public="true").json()
     assert public["public"] is True
     error_of(httpx.get(f"{server.url}/api/files/{private['id']}", headers=bob), 404, "not_found")
-    error_of(httpx.get(f"{server.url}/api/files/{private['id']}/content", headers=bob), 404, "not_found")
+    error_of(
+        httpx.get(f"{server.url}/api/files/{private['id']}/content", headers=bob), 404, "not_found"
+    )
     error_of(httpx.get(f"{server.url}/api/files/{private['id']}/content"), 404, "not_found")
     assert httpx.get(f"{server.url}/api/files/{public['id']}/content").content == b"shared"
-    assert httpx.get(server.url + "/api/files", params={"bucket": bucket}, headers=bob).json()["items"] == []
-    error_of(httpx.patch(f"{server.url}/api/files/{private['id']}", json={"public": True}, headers=bob),
-             404, "not_found")
+    assert (
+        httpx.get(server.url + "/api/files", params={"bucket": bucket}, headers=bob).json()["items"]
+        == []
+    )
+    error_of(
+        httpx.patch(f"{server.url}/api/files/{private['id']}", json={"public": True}, headers=bob),
+        404,
+        "not_found",
+    )
     error_of(httpx.delete(f"{server.url}/api/files/{private['id']}", headers=bob), 404, "not_found")
-    assert httpx.get(f"{server.url}/api/files/{private['id']}/content", headers=alice).content == b"secret"
+    assert (
+        httpx.get(f"{server.url}/api/files/{private['id']}/content", headers=alice).content
+        == b"secret"
+    )
 
 
-def test_patch_replace_delete_and_dedup(server: RunningServer, admin: httpx.Client, bucket: str) -> None:
+def test_patch_replace_delete_and_dedup(
+    server: RunningServer, admin: httpx.Client, bucket: str
+) -> None:
     _, headers = user_token(server)
     first = upload(server, headers, b"same bytes", "one.txt", bucket=bucket).json()
     second = upload(server, headers, b"same bytes", "two.txt", bucket=bucket).json()
     assert first["sha256"] == second["sha256"]
-    renamed = httpx.patch(f"{server.url}/api/files/{first['id']}",
-                          json={"name": "../renamed.txt", "public": True}, headers=headers)
+    renamed = httpx.patch(
+        f"{server.url}/api/files/{first['id']}",
+        json={"name": "../renamed.txt", "public": True},
+        headers=headers,
+    )
     assert renamed.status_code == 200, renamed.text
     assert renamed.json()["name"] == "renamed.txt" and renamed.json()["public"] is True
-    error_of(httpx.patch(f"{server.url}/api/files/{first['id']}", json={"size": 1}, headers=headers),
-             400, "validation_failed")
-    error_of(httpx.patch(f"{server.url}/api/files/{first['id']}", json={"bucket": "nope_nope"},
-                         headers=headers), 404, "not_found")
-    replaced = httpx.put(f"{server.url}/api/files/{first['id']}/content", content=b"new content",
-                         headers=headers)
+    error_of(
+        httpx.patch(f"{server.url}/api/files/{first['id']}", json={"size": 1}, headers=headers),
+        400,
+        "validation_failed",
+    )
+    error_of(
+        httpx.patch(
+            f"{server.url}/api/files/{first['id']}", json={"bucket": "nope_nope"}, headers=headers
+        ),
+        404,
+        "not_found",
+    )
+    replaced = httpx.put(
+        f"{server.url}/api/files/{first['id']}/content", content=b"new content", headers=headers
+    )
     assert replaced.status_code == 200, replaced.text
     assert replaced.json()["size"] == 11 and replaced.json()["sha256"] != first["sha256"]
-    assert httpx.get(f"{server.url}/api/files/{first['id']}/content", headers=headers).content == b"new content"
-    assert httpx.delete(f"{server.url}/api/files/{second['id']}", headers=headers).status_code == 204
-    error_of(httpx.get(f"{server.url}/api/files/{second['id']}/content", headers=headers), 404, "not_found")
-    assert httpx.get(f"{server.url}/api/files/{first['id']}/content", headers=headers).content == b"new content"
+    assert (
+        httpx.get(f"{server.url}/api/files/{first['id']}/content", headers=headers).content
+        == b"new content"
+    )
+    assert (
+        httpx.delete(f"{server.url}/api/files/{second['id']}", headers=headers).status_code == 204
+    )
+    error_of(
+        httpx.get(f"{server.url}/api/files/{second['id']}/content", headers=headers),
+        404,
+        "not_found",
+    )
+    assert (
+        httpx.get(f"{server.url}/api/files/{first['id']}/content", headers=headers).content
+        == b"new content"
+    )
 
 
 def test_signed_urls(server: RunningServer, bucket: str) -> None:
     _, headers = user_token(server)
     file = upload(server, headers, b"signed content", bucket=bucket).json()
-    response = httpx.post(f"{server.url}/api/files/{file['id']}/url", json={"expires_in": 60},
-                          headers=headers)
+    response = httpx.post(
+        f"{server.url}/api/files/{file['id']}/url", json={"expires_in": 60}, headers=headers
+    )
     assert response.status_code == 200, response.text
     url = response.json()["url"]
     assert httpx.get(url).content == b"signed content"
@@ -270,21 +331,29 @@ def test_signed_urls(server: RunningServer, bucket: str) -> None:
         url.split("&sig=")[0],
     ]:
         error_of(httpx.get(tampered), 403, "forbidden")
-    short = httpx.post(f"{server.url}/api/files/{file['id']}/url", json={"expires_in": 1},
-                       headers=headers).json()["url"]
+    short = httpx.post(
+        f"{server.url}/api/files/{file['id']}/url", json={"expires_in": 1}, headers=headers
+    ).json()["url"]
     time.sleep(2.1)
     error_of(httpx.get(short), 403, "forbidden")
     for bad in [{"expires_in": 0}, {"expires_in": "x"}, {"expires_in": 10**9}]:
-        error_of(httpx.post(f"{server.url}/api/files/{file['id']}/url", json=bad, headers=headers),
-                 400, "validation_failed")
+        error_of(
+            httpx.post(f"{server.url}/api/files/{file['id']}/url", json=bad, headers=headers),
+            400,
+            "validation_failed",
+        )
 
 
 def test_thumbnails(server: RunningServer, bucket: str) -> None:
     _, headers = user_token(server)
     image = upload(server, headers, png_bytes(400, 200), bucket=bucket).json()
     base = f"{server.url}/api/files/{image['id']}/content"
-    for spec, size in [("100x100", (100, 100)), ("100x0", (100, 50)), ("0x50", (100, 50)),
-                       ("100x100f", (100, 50))]:
+    for spec, size in [
+        ("100x100", (100, 100)),
+        ("100x0", (100, 50)),
+        ("0x50", (100, 50)),
+        ("100x100f", (100, 50)),
+    ]:
         thumb = httpx.get(f"{base}?thumb={spec}", headers=headers)
         assert thumb.status_code == 200, thumb.text
         assert Image.open(io.BytesIO(thumb.content)).size == size
@@ -293,13 +362,19 @@ def test_thumbnails(server: RunningServer, bucket: str) -> None:
     error_of(httpx.get(f"{base}?thumb=0x0", headers=headers), 400, "bad_request")
     error_of(httpx.get(f"{base}?thumb=big", headers=headers), 400, "bad_request")
     text = upload(server, headers, b"not an image", bucket=bucket).json()
-    error_of(httpx.get(f"{server.url}/api/files/{text['id']}/content?thumb=10x10", headers=headers),
-             415, "unsupported_media_type")
+    error_of(
+        httpx.get(f"{server.url}/api/files/{text['id']}/content?thumb=10x10", headers=headers),
+        415,
+        "unsupported_media_type",
+    )
     bomb = upload(server, headers, _png_header(50_000, 50_000), bucket=bucket).json()
     assert bomb["type"] == "image/png"
     started = time.monotonic()
-    error_of(httpx.get(f"{server.url}/api/files/{bomb['id']}/content?thumb=10x10", headers=headers),
-             400, "bad_request")
+    error_of(
+        httpx.get(f"{server.url}/api/files/{bomb['id']}/content?thumb=10x10", headers=headers),
+        400,
+        "bad_request",
+    )
     assert time.monotonic() - started < 10
 
 
@@ -312,8 +387,9 @@ def _png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
 
 
-def test_admin_sees_all_files_and_bucket_list(admin: httpx.Client, server: RunningServer,
-                                              bucket: str) -> None:
+def test_admin_sees_all_files_and_bucket_list(
+    admin: httpx.Client, server: RunningServer, bucket: str
+) -> None:
     _, headers = user_token(server)
     upload(server, headers, b"admin can see", bucket=bucket)
     assert admin.get("/api/files", params={"bucket": bucket}).json()["items"][0]["owner"]
