@@ -52,6 +52,9 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
     DATA/secret_key; on first start a new key is generated, stored there with
     mode 0600 and printed once. Send it as 'Authorization: Bearer <key>' from
     servers only: it bypasses every rule.
+
+    Files are kept in DATA/blobs, or in S3 when BACKPACK_FILES_URL is
+    s3://bucket/prefix (needs the [s3] extra; see docs/files.md).
     """
     import uvicorn
 
