@@ -35,6 +35,7 @@ from joserfc.jws import JWSRegistry
 
 from backpack import __version__
 from backpack.auth.service import (
+    IDENTITIES,
     PASSWORDS,
     SESSIONS,
     TOKENS,
@@ -48,7 +49,6 @@ from backpack.auth.tokens import token_hash
 from backpack.core import jsonutil
 from backpack.core.access import SECRET_KEY
 from backpack.core.clock import now_rfc3339
-from backpack.core.collections import system_collection
 from backpack.core.events import RecordEvent
 from backpack.core.filter import parse_filter
 from backpack.core.ids import new_id
@@ -70,7 +70,6 @@ from backpack.errors import (
 )
 from backpack.types import Document
 
-IDENTITIES: Final = "_identities"
 STATE_KIND: Final = "oauth_state"
 STATE_SECONDS: Final = 600
 GOOGLE_ISSUER: Final = "https://accounts.google.com"
@@ -455,9 +454,6 @@ class OAuthFlow:
 
     async def _user_for(self, provider: Provider, identity: _Identity, email: str) -> Document:
         """The user this identity signs in as: linked before, else by email, else new."""
-        await self.auth.data.ensure_system_collection(
-            system_collection(IDENTITIES, ("user", False))
-        )
         key = hashlib.sha256(
             f"{provider.name}\n{identity.issuer}\n{identity.subject}".encode()
         ).hexdigest()

@@ -50,6 +50,7 @@ USERS: Final = "_users"
 PASSWORDS: Final = "_passwords"
 SESSIONS: Final = "_sessions"
 TOKENS: Final = "_tokens"
+IDENTITIES: Final = "_identities"  # OAuth/OIDC provider accounts linked to users
 VERIFY_TTL: Final = timedelta(hours=24)
 RESET_TTL: Final = timedelta(minutes=30)
 _CACHE_SECONDS: Final = 1.0  # another process (CLI, worker) may revoke a session
@@ -125,6 +126,7 @@ class AuthService:
             system_collection(SESSIONS, ("user", False), ("sid", True))
         )
         await self.data.ensure_system_collection(system_collection(TOKENS, ("user", False)))
+        await self.data.ensure_system_collection(system_collection(IDENTITIES, ("user", False)))
 
     # lookups
 
@@ -572,8 +574,9 @@ class AuthService:
         if await self._get(PASSWORDS, user_id) is not None:
             ops.append(Delete(PASSWORDS, user_id))
         ops += await self._revoke_sessions(user_id)
-        tokens = await self._find_all(TOKENS, {"user": user_id})
-        ops += [Delete(TOKENS, str(t["id"])) for t in tokens]
+        for collection in (TOKENS, IDENTITIES):
+            linked = await self._find_all(collection, {"user": user_id})
+            ops += [Delete(collection, str(doc["id"])) for doc in linked]
         await self.storage.apply(ops)
         self._forget(user_id=user_id)
         self.data.events.publish([RecordEvent(USERS, "delete", public_user(user))])
