@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from backpack.core import jsonutil
-from backpack.core.access import Caller, check_rule, rule_filter
+from backpack.core.access import Caller, check_rule, require_admin, rule_filter
 from backpack.core.clock import now_rfc3339
 from backpack.core.collections import (
     DEFAULT_RULES,
@@ -151,18 +151,13 @@ class DataService:
             await self.storage.apply([self._put(collection, create=current is None)])
             self._collections[collection.name] = collection
 
-    @staticmethod
-    def _require_admin(caller: Caller) -> None:
-        if not caller.is_admin:
-            raise Forbidden("Managing collections needs the secret key.")
-
     def list_collections(self, caller: Caller) -> list[Collection]:
-        self._require_admin(caller)
+        require_admin(caller, "manage collections")
         visible = (c for c in self._collections.values() if not c.name.startswith("_"))
         return sorted(visible, key=lambda c: c.name)
 
     def get_collection(self, caller: Caller, name: str) -> Collection:
-        self._require_admin(caller)
+        require_admin(caller, "manage collections")
         return self._collection(name)
 
     def _new_collection(self, name: str, body: Mapping[str, JSON]) -> Collection:
@@ -180,7 +175,7 @@ class DataService:
         )
 
     async def create_collection(self, caller: Caller, body: JSON) -> Collection:
-        self._require_admin(caller)
+        require_admin(caller, "manage collections")
         data = _collection_body(body)
         name = data.get("name")
         if not isinstance(name, str):
@@ -226,7 +221,7 @@ class DataService:
         )
 
     async def update_collection(self, caller: Caller, name: str, body: JSON) -> Collection:
-        self._require_admin(caller)
+        require_admin(caller, "manage collections")
         data = _collection_body(body)
         async with self._ddl_lock:
             current = self._collection(name)
@@ -252,7 +247,7 @@ class DataService:
         return updated
 
     async def delete_collection(self, caller: Caller, name: str) -> None:
-        self._require_admin(caller)
+        require_admin(caller, "manage collections")
         async with self._ddl_lock:
             self._collection(name)
             await self.storage.apply([DropCollection(name)])
