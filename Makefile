@@ -26,6 +26,7 @@ test: lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run
 

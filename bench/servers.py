@@ -281,7 +281,11 @@ class PocketBase(Server):
         super().__init__(workdir)
         self.binary = self.find_binary()
         self.token = ""
+        self.settings_note = ""
         self._cmd: list[str] = []
+        # PocketBase stores every request in auxiliary.db by default; Backpack keeps no such
+        # log, so it is off unless asked for (--pocketbase-request-logs).
+        self.request_logs = False
 
     @staticmethod
     def find_binary() -> Path:
@@ -342,13 +346,17 @@ class PocketBase(Server):
         )
         self.check_ok("superuser auth", status, body, (200,))
         self.token = body["token"]
-        status, body = http_json(
-            "PATCH",
-            self.base_url + "/api/settings",
-            {"batch": {"enabled": True, "maxRequests": SEED_BATCH, "timeout": 60}},
-            self._auth(),
+        settings: dict[str, Any] = {
+            "batch": {"enabled": True, "maxRequests": SEED_BATCH, "timeout": 60}
+        }
+        if not self.request_logs:
+            settings["logs"] = {"maxDays": 0}  # 0 days = don't store request logs
+        status, body = http_json("PATCH", self.base_url + "/api/settings", settings, self._auth())
+        self.check_ok("PATCH /api/settings", status, body, (200,))
+        self.settings_note = (
+            f"batch API on (for seeding); request logs "
+            f"{'on (its default)' if self.request_logs else 'off (logs.maxDays=0)'}"
         )
-        self.check_ok("PATCH /api/settings (enable batch)", status, body, (200,))
         fields: list[dict[str, Any]] = [
             {"name": "title", "type": "text"},
             {"name": "score", "type": "number", "onlyInt": True},
@@ -435,7 +443,8 @@ class PocketBase(Server):
         pragmas = ", ".join(self.compiled_pragmas()) or "not found in the binary"
         files = ", ".join(f"{k}: {v}" for k, v in self.journal_modes().items()) or "none seen"
         return (
-            f"SQLite pragmas compiled into its connection string: {pragmas}. "
+            f"SQLite pragmas compiled into its connection string: {pragmas}; "
+            f"settings: {self.settings_note}. "
             f"Journal mode read from the database files' headers: {files}."
         )
 
@@ -554,9 +563,11 @@ class Backpack(Server):
 
     def durability(self) -> str:
         files = ", ".join(f"{k}: {v}" for k, v in self.journal_modes().items()) or "none seen"
+        status, body = http_json("GET", self.base_url + "/api/health", timeout=10)
         return (
-            "Journal mode read from the database files' headers: "
-            f"{files}. (synchronous is per connection and not visible from outside.)"
+            f"Journal mode read from the database files' headers: {files}. "
+            f"`GET /api/health` says: `{_short(body, 300)}` (HTTP {status}); "
+            "synchronous is per connection, so only the server can report it."
         )
 
 
