@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Sequence
 
 from backpack.api.context import InstanceContext
@@ -42,13 +43,18 @@ log = logging.getLogger("backpack.api")
 _REQUEST_ID_OK = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.")
 
 
+# Request ids label log lines; they need not be secret, only distinct.
+_request_ids = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _request_ids.seed(os.urandom(16)))
+
+
 def _request_id(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             if 0 < len(value) <= 64 and set(value.decode("latin-1")) <= _REQUEST_ID_OK:
                 return bytes(value)
             break
-    return os.urandom(8).hex().encode()
+    return f"{_request_ids.getrandbits(64):016x}".encode()
 
 
 _CORS_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import time
 
@@ -13,6 +14,9 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 _last_ms = 0
 _counter = 0
+# Ids need uniqueness, not secrecy: a seeded generator saves a getrandom() call per id.
+_random = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
 
 
 def _encode(number: int, width: int) -> str:
@@ -36,8 +40,8 @@ def new_id() -> str:
         _counter += 1
     else:
         _last_ms = now
-        _counter = int.from_bytes(os.urandom(4), "big") % (62**4 // 2)
-    rand = int.from_bytes(os.urandom(4), "big") % 62**4
+        _counter = _random.randrange(62**4 // 2)
+    rand = _random.randrange(62**4)
     return _encode(now, 8) + _encode(_counter, 4) + _encode(rand, 4)
 
 

@@ -58,6 +58,7 @@ _MAX_GROUP = 512  # writes committed together at most
 _INLINE_STEP_CHUNK = 1000  # VM instructions between progress-handler calls
 _INLINE_BUDGET = 40  # chunks an inline read may run before it moves to a thread
 _MAX_CACHED_COUNTS = 1024
+_ROW_OPS = (Insert, Update, DeleteOp)
 
 
 def _connect(path: str) -> apsw.Connection:
@@ -356,6 +357,14 @@ class SqliteStorage:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for unit in group:
+                if len(unit.ops) == 1 and isinstance(unit.ops[0], _ROW_OPS):
+                    # One row statement: SQLite undoes a failed statement by itself.
+                    try:
+                        self._apply_op(conn, unit.ops[0], tables)
+                    except BackpackError as exc:
+                        exc.op_index = 0
+                        unit.error = exc
+                    continue
                 staged = dict(tables)
                 conn.execute("SAVEPOINT unit")
                 try:
@@ -382,8 +391,11 @@ class SqliteStorage:
             self._tables = tables
             self.commits += 1
             self.committed_units += len(group)
+        by_loop: dict[asyncio.AbstractEventLoop, list[_WriteUnit]] = {}
         for unit in group:
-            unit.loop.call_soon_threadsafe(_settle, unit.future, unit.error)
+            by_loop.setdefault(unit.loop, []).append(unit)
+        for loop, units in by_loop.items():  # one wake-up per loop, not one per write
+            loop.call_soon_threadsafe(_settle, units)
 
     def _apply_op(self, conn: apsw.Connection, op: WriteOp, tables: dict[str, str]) -> None:
         match op:
@@ -480,13 +492,14 @@ class SqliteStorage:
                 ) from None
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _settle(units: list[_WriteUnit]) -> None:
+    for unit in units:
+        if unit.future.cancelled():
+            continue
+        if unit.error is None:
+            unit.future.set_result(None)
+        else:
+            unit.future.set_exception(unit.error)
 
 
 def _lookup(tables: Mapping[str, str], collection: str) -> str:
