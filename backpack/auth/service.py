@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from backpack.auth.passwords import check_password, hash_password, verify_password
 from backpack.auth.tokens import RESET, SESSION, VERIFY, new_token, public_id, token_hash
@@ -26,7 +26,7 @@ from backpack.core.ids import check_id, new_id
 from backpack.core.query import ListParams
 from backpack.core.records import DataService, RecordPage
 from backpack.core.schema import is_email
-from backpack.core.settings import Settings
+from backpack.core.settings import Settings, SettingsService
 from backpack.core.storage import (
     Delete,
     IndexKey,
@@ -108,11 +108,14 @@ class _CachedSession:
 
 
 class AuthService:
-    def __init__(self, data: DataService, settings: Any) -> None:
+    def __init__(self, data: DataService, settings: SettingsService) -> None:
         self.data = data
         self.storage = data.storage
-        self._settings = settings  # a SettingsService: read at each use, so changes apply at once
+        self._settings = settings  # read at each use, so changes apply at once
         self._cache: dict[str, _CachedSession] = {}
+        # Called with (user id, session hash) whenever sessions end or a user's access
+        # changes (sign-out, revocation, new password or role, deletion): realtime re-checks.
+        self.session_listeners: list[Callable[[str | None, str | None], None]] = []
 
     @property
     def settings(self) -> Settings:
@@ -252,6 +255,8 @@ class AuthService:
             for cached_key, entry in list(self._cache.items()):
                 if entry.caller.user is not None and entry.caller.user.get("id") == user_id:
                     self._cache.pop(cached_key, None)
+        for listener in list(self.session_listeners):
+            listener(user_id, key)
 
     async def _revoke_sessions(self, user_id: str, keep: str | None = None) -> list[WriteOp]:
         sessions = await self._find_all(SESSIONS, {"user": user_id})

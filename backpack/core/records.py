@@ -401,7 +401,6 @@ class DataService:
 
     def _build(
         self,
-        caller: Caller,
         collection: Collection,
         data: Document,
         *,
@@ -410,7 +409,7 @@ class DataService:
         owner: JSON,
         version: int,
     ) -> Document:
-        data = apply_defaults(collection.schema, data)
+        """The full record: `data` checked against the schema, plus the system fields."""
         validate_document(collection.schema, data)
         record: Document = dict(data)
         record.update(
@@ -435,9 +434,8 @@ class DataService:
             owner = caller.user.get("id") if caller.user is not None else None
         now = now_rfc3339()
         record = self._build(
-            caller,
             collection,
-            _user_fields(body),
+            apply_defaults(collection.schema, _user_fields(body)),
             record_id=record_id,
             created=now,
             owner=owner,
@@ -527,7 +525,6 @@ class DataService:
         created = current["created"]
         assert isinstance(created, str)
         record = self._build(
-            caller,
             collection,
             data if merge else apply_defaults(collection.schema, data),
             record_id=str(current["id"]),

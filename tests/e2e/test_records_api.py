@@ -218,3 +218,17 @@ def test_anonymous_access_follows_rules(
     error_of(anon.get(f"{base}/{record['id']}"), 404, "not_found")
     error_of(anon.post(base, json={"a": 1}), 403, "forbidden")
     assert admin.get(f"{base}/{record['id']}").json()["secret"] == 1
+
+
+def test_defaults_apply_on_create_and_replace_not_patch(
+    admin: httpx.Client, collection_name: str
+) -> None:
+    schema = {"fields": {"status": {"type": "string", "default": "new"}, "n": {"type": "integer"}}}
+    make_collection(admin, collection_name, schema=schema)
+    base = f"/api/collections/{collection_name}/records"
+    record = admin.post(base, json={"n": 1}).json()
+    assert record["status"] == "new"
+    patched = admin.patch(f"{base}/{record['id']}", json={"status": None, "n": 2}).json()
+    assert "status" not in patched
+    replaced = admin.put(f"{base}/{record['id']}", json={"n": 3}).json()
+    assert replaced["status"] == "new"
