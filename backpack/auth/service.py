@@ -517,13 +517,7 @@ class AuthService:
 
     async def create_user(self, caller: Caller, body: JSON) -> Document:
         require_admin(caller, "create users")
-        if not isinstance(body, dict):
-            raise BadRequest("The body must be a JSON object.")
-        unknown = set(body) - {"email", "password", "verified", "role", "data"}
-        if unknown:
-            raise ValidationFailed(
-                "Unknown user fields.", {k: "is not a user field" for k in sorted(unknown)}
-            )
+        body = _user_body(body)
         fields = _admin_fields(body)
         email = normalize_email(body.get("email"))
         now = now_rfc3339()
@@ -559,13 +553,7 @@ class AuthService:
         self, caller: Caller, user_id: str, body: JSON, if_match: int | None = None
     ) -> Document:
         require_admin(caller, "change users")
-        if not isinstance(body, dict):
-            raise BadRequest("The body must be a JSON object.")
-        unknown = set(body) - {"email", "password", "verified", "role", "data"}
-        if unknown:
-            raise ValidationFailed(
-                "Unknown user fields.", {k: "is not a user field" for k in sorted(unknown)}
-            )
+        body = _user_body(body)
         changes: dict[str, JSON] = dict(_admin_fields(body))
         if "email" in body:
             changes["email"] = normalize_email(body["email"])
@@ -592,6 +580,18 @@ class AuthService:
         if user is None:
             raise NotFound("No user has that email.")
         return await self.issue_token(user, "reset")
+
+
+def _user_body(body: JSON) -> Document:
+    """An admin's user body: an object with nothing but user fields."""
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    unknown = set(body) - {"email", "password", "verified", "role", "data"}
+    if unknown:
+        raise ValidationFailed(
+            "Unknown user fields.", {k: "is not a user field" for k in sorted(unknown)}
+        )
+    return body
 
 
 def _admin_fields(body: Mapping[str, JSON]) -> dict[str, JSON]:
