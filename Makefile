@@ -23,6 +23,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict backpack
 
 test: lint typecheck
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	command -v node >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

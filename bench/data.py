@@ -65,3 +65,20 @@ def expected_top_scores(records: list[dict[str, Any]], limit: int = 20) -> list[
     """The scores of the first page of (b)/(c), sorted by -score."""
     scores = sorted((r["score"] for r in records if r["score"] > 500 and r["done"]), reverse=True)
     return scores[:limit]
+
+
+# --------------------------------------------------------------------------- auth and files
+
+USER_COUNT = 100
+FILE_BYTES = 1 << 20  # (i) download and (j) upload: 1 MiB
+BIG_UPLOAD_BYTES = 1 << 30  # (k): 1 GiB, streamed
+
+
+def make_users(count: int = USER_COUNT) -> list[tuple[str, str]]:
+    """(email, password) of the users both servers get, in order."""
+    return [(f"bench-user-{i:03d}@example.com", f"bench-password-{i:03d}") for i in range(count)]
+
+
+def file_payload(size: int = FILE_BYTES, seed: int = SEED) -> bytes:
+    """Incompressible bytes from a fixed seed (the same file on both servers)."""
+    return random.Random(seed).randbytes(size)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import os
 import platform
 import shlex
@@ -27,43 +29,122 @@ from types import FrameType
 from typing import Any
 
 from bench import cpu, data
+from bench.bigupload import BigUpload, run_big_upload
 from bench.memory import MemorySampler, tree_hwm_kb
-from bench.servers import SERVERS, PocketBase, Server, ServerError, http_json
-from bench.wrk import Load, WrkResult, find_wrk, run_wrk, wrk_version
+from bench.servers import (
+    COLLECTION,
+    OWNED,
+    SERVERS,
+    Backpack,
+    BenchUser,
+    PocketBase,
+    Server,
+    ServerError,
+    http_json,
+    http_raw,
+    parse_json,
+)
+from bench.wrk import (
+    AUTH_GET_LUA,
+    CREATE_LUA,
+    FIXED_LUA,
+    GET_BY_ID_LUA,
+    LOGIN_LUA,
+    RUN_ARG,
+    THREADS_ARG,
+    UPLOAD_LUA,
+    Load,
+    WrkResult,
+    find_wrk,
+    run_wrk,
+    wrk_version,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORK_ROOT = BENCH_DIR / ".work"  # git-ignored scratch space
 DEFAULT_OUTPUT = BENCH_DIR / "RESULTS.md"
-MEMORY_TARGET_MB = 150.0
+MEMORY_TARGET_MB = 150.0  # Backpack's peak RSS during (a)-(d)
+SESSION_OVERHEAD_TARGET_PCT = 5.0  # (g)
+BIG_UPLOAD_GROWTH_TARGET_MB = 64.0  # (k)
 OTHER_CPU_WARN_PCT = 10.0  # share of all cores used by other processes that taints a run
+UPLOAD_MARKER = "BENCH-UPLOAD-MARKER-" + "-" * 28  # 48 bytes, replaced per request in (j)
 
 
 @dataclass(frozen=True)
 class Scenario:
     key: str
+    group: str  # records | auth | files
     title: str
-    kind: str  # get | list | list_count | create
+    kind: str
     connections: int
-    target: float  # Backpack/PocketBase requests/s ratio to reach
+    target: float | None  # Backpack/PocketBase requests/s ratio to reach; None: no ratio target
+    only: str | None = None  # the only server it runs on
+
+    def runs_on(self, server: str) -> bool:
+        return self.only in (None, server)
 
 
 SCENARIOS = (
-    Scenario("a", "GET one record by id (random of 10,000)", "get", 100, 1.2),
-    Scenario("b", "list 20, `score > 500 and done`, sort -score, no total", "list", 100, 1.0),
-    Scenario("c", "the same list with the total count", "list_count", 100, 2.0),
-    Scenario("d", "create a record (POST JSON)", "create", 100, 1.5),
+    Scenario("a", "records", "GET one record by id (random of 10,000)", "get", 100, 1.2),
+    Scenario(
+        "b",
+        "records",
+        "list 20, `score > 500 and done`, sort -score, no total",
+        "list",
+        100,
+        1.0,
+    ),
+    Scenario("c", "records", "the same list with the total count", "list_count", 100, 2.0),
+    Scenario("d", "records", "create a record (POST JSON)", "create", 100, 1.5),
+    Scenario(
+        "e",
+        "auth",
+        "signed-in GET one record, owner-only rule (random of the user's 100)",
+        "owner_get",
+        100,
+        1.2,
+    ),
+    Scenario(
+        "f",
+        "auth",
+        "signed-in list 20 of 10,000, owner-only rule, sort -created, no total",
+        "owner_list",
+        100,
+        1.0,
+    ),
+    Scenario(
+        "g",
+        "auth",
+        "session check overhead, (a)'s GET with a session token",
+        "session",
+        100,
+        None,
+        "backpack",
+    ),
+    Scenario("h", "auth", "sign in with the correct password", "login", 20, None),
+    Scenario("i", "files", "download one 1 MiB public file", "download", 50, 1.0),
+    Scenario("j", "files", "upload a 1 MiB file (multipart)", "upload", 20, 1.0),
+    Scenario("k", "files", "upload one 1 GiB file, streamed", "big_upload", 1, None, "backpack"),
 )
+SCENARIO_KEYS = "".join(s.key for s in SCENARIOS)
+GROUPS = {"records": "abcd", "auth": "efgh", "files": "ijk"}
+READ_KINDS = ("get", "list", "list_count", "owner_get", "owner_list", "session", "download")
+# Run one after the other, all rounds of each phase: reads on the seeded data first, then
+# sign-ins (Backpack stores a session per sign-in), then what grows the tables and the disk.
+PHASES = (READ_KINDS, ("login",), ("create",), ("upload",))
+SESSION_VARIANTS = ("anonymous", "session")
 
 
 @dataclass
 class Run:
     scenario: Scenario
     server: str
+    variant: str  # "" or, for (g), one of SESSION_VARIANTS
     round: int
     warmup: WrkResult
     result: WrkResult
-    count_before: int
-    count_after: int
+    count_before: int | None  # records (a)-(d) or uploaded files (j); None: not counted
+    count_after: int | None
     rss_peak_kb: int = 0
     cpu: cpu.CpuUse | None = None
     discarded_other_pct: list[float] = field(default_factory=list)  # repeated, too noisy
@@ -82,7 +163,10 @@ class ServerInfo:
     version: str = ""
     command: str = ""
     durability: str = ""
-    seed_s: float = 0.0
+    seed_s: float | None = None
+    users_s: float | None = None
+    owned_seed_s: float | None = None
+    hashing: str = ""
     peak_rss_kb: int = 0
     max_processes: int = 0
     samples: int = 0
@@ -116,7 +200,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run one server only (no ratios then)",
     )
     p.add_argument(
-        "--scenarios", default="abcd", help="subset of scenario letters to run (default abcd)"
+        "--groups",
+        default=",".join(GROUPS),
+        help="comma-separated scenario groups: "
+        + ", ".join(f"{g} ({'-'.join((k[0], k[-1]))})" for g, k in GROUPS.items())
+        + " (default: all)",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=SCENARIO_KEYS,
+        help=f"scenario letters to run, within --groups (default {SCENARIO_KEYS})",
     )
     p.add_argument(
         "--backpack-args",
@@ -131,7 +224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report path")
     p.add_argument(
-        "--time-limit", type=float, default=660.0, help="abort (and clean up) after this many s"
+        "--time-limit", type=float, default=1200.0, help="abort (and clean up) after this many s"
     )
     p.add_argument(
         "--noisy-retries",
@@ -147,8 +240,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--keep-work", action="store_true", help=f"keep data and logs in {WORK_ROOT}")
     args = p.parse_args(argv)
-    if set(args.scenarios) - {s.key for s in SCENARIOS} or not args.scenarios:
-        p.error("--scenarios takes letters among abcd")
+    if set(args.scenarios) - set(SCENARIO_KEYS) or not args.scenarios:
+        p.error(f"--scenarios takes letters among {SCENARIO_KEYS}")
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    if not groups or set(groups) - set(GROUPS):
+        p.error(f"--groups takes names among {', '.join(GROUPS)}")
+    in_groups = "".join(GROUPS[g] for g in groups)
+    args.keys = "".join(k for k in SCENARIO_KEYS if k in args.scenarios and k in in_groups)
+    if not args.keys:
+        p.error("--groups and --scenarios select no scenario together")
+    if args.only != "both" and not any(
+        s.runs_on(args.only) for s in SCENARIOS if s.key in args.keys
+    ):
+        p.error(f"none of the selected scenarios runs on {args.only}")
     if args.rounds < 1 or args.duration < 1 or args.threads < 1:
         p.error("--rounds, --duration and --threads must be positive")
     return args
@@ -226,50 +330,76 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def load_for(server: Server, scenario: Scenario, ids_file: Path) -> Load:
-    if scenario.kind == "get":
-        return server.load_get_by_id(ids_file)
-    if scenario.kind == "list":
-        return server.load_list(with_count=False)
-    if scenario.kind == "list_count":
-        return server.load_list(with_count=True)
-    return server.load_create()
+def targets(scenario: Scenario, names: list[str]) -> list[tuple[str, str]]:
+    """(server, variant) pairs a scenario measures, in the order of `names`."""
+    if scenario.kind == "session":
+        return [(n, v) for n in names if scenario.runs_on(n) for v in SESSION_VARIANTS]
+    return [(n, "") for n in names if scenario.runs_on(n)]
 
 
-def settled_count(server: Server, max_wait_s: float = 5.0) -> int:
-    """Record count once requests still in flight when wrk stopped have landed."""
+def count_for(server: Server, scenario: Scenario) -> int | None:
+    """What a run changes (or, for (a)-(c), must not): records, or (j) uploaded files."""
+    if scenario.kind in ("get", "list", "list_count", "create"):
+        return server.count()
+    if scenario.kind == "upload":
+        return server.count_uploads()
+    return None
+
+
+def settled_count(server: Server, scenario: Scenario, max_wait_s: float = 5.0) -> int | None:
+    """The count once requests still in flight when wrk stopped have landed."""
+    last = count_for(server, scenario)
+    if last is None:
+        return None
     deadline = time.monotonic() + max_wait_s
-    last = server.count()
     while time.monotonic() < deadline:
         time.sleep(0.3)
-        now = server.count()
+        now = count_for(server, scenario)
         if now == last:
             break
         last = now
     return last
 
 
-def probe(server: Server, scenario: Scenario, load: Load, record: dict[str, Any]) -> None:
+def _write_lines(path: Path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def probe(server: Server, load: Load, record: dict[str, Any]) -> None:
+    """One request as wrk will send it, so a wrong path or rule fails before the load."""
     base = load.url.rstrip("/")
-    if scenario.kind == "get":
+    status: int
+    body: Any
+    if load.script == GET_BY_ID_LUA:
         ids_file, prefix = load.script_args
         first_id = Path(ids_file).read_text().split("\n", 1)[0]
         status, body = http_json("GET", base + prefix + first_id)
-    elif scenario.kind == "create":
+    elif load.script == CREATE_LUA:
         status, body = http_json("POST", base + load.script_args[0], record)
+    elif load.script == AUTH_GET_LUA:
+        _user, auth, path = Path(load.script_args[0]).read_text().split("\n", 1)[0].split("\t")
+        status, body = http_json(
+            "GET", base + path, headers={"Authorization": auth} if auth else {}
+        )
+    elif load.script == LOGIN_LUA:
+        login = json.loads(Path(load.script_args[0]).read_text().split("\n", 1)[0].split("\t")[1])
+        status, body = http_json("POST", base + load.script_args[1], login)
+    elif load.script == UPLOAD_LUA:
+        template, path, ctype, marker, _run = load.script_args
+        raw = (
+            Path(template).read_bytes().replace(marker.encode(), b"probe".ljust(len(marker), b"x"))
+        )
+        status, answer = http_raw("POST", base + path, raw, {"Content-Type": ctype})
+        body = parse_json(answer)
     else:
-        status, body = http_json("GET", load.url)
-    server.check_ok(f"scenario ({scenario.key}) probe", status, body, (200, 201))
+        status, answer = http_raw("GET", load.url)
+        body = answer[:200]
+    server.check_ok(f"probe of {load.script.name}", status, body, (200, 201))
 
 
-def prepare(
-    server: Server, records: list[dict[str, Any]], info: ServerInfo, extra: list[str]
-) -> Path:
-    """Start, create `items`, seed, check; returns the file of ids for scenario (a)."""
-    log(f"{server.label}: starting")
-    server.start(extra)
-    info.command = server.command_line()
-    info.version = server.version()
+def prepare_records(server: Server, records: list[dict[str, Any]], info: ServerInfo) -> list[str]:
+    """Create `items`, seed, check; returns the ids (for (a) and (g))."""
     server.setup()
     t0 = time.monotonic()
     ids = server.seed(records)
@@ -280,8 +410,6 @@ def prepare(
     count = server.count()
     if count != len(records):
         raise ServerError(f"{server.label}: {count} records after seeding, not {len(records)}")
-    ids_file = server.workdir / "ids.txt"
-    ids_file.write_text("\n".join(ids) + "\n")
 
     # Same data, same query: the first page and the total must match what we inserted.
     want_scores = data.expected_top_scores(records)
@@ -300,7 +428,143 @@ def prepare(
             + (f"; total {total} = expected {want_total}" if with_count else "")
         )
     info.checks.append(f"{count} records after seeding (expected {len(records)})")
-    return ids_file
+    return ids
+
+
+def check_owned(
+    server: Server, users: list[BenchUser], owned_ids: list[str], info: ServerInfo
+) -> None:
+    """The owner-only rule is in force: owners read, others and anonymous callers do not."""
+    owner, other = users[0], users[1]
+    path = server.base_url + server.record_path(OWNED, owned_ids[0])
+    as_owner = {"Authorization": server.authorization(owner.token)}
+    status, body = http_json("GET", path, headers=as_owner)
+    server.check_ok("(e) GET by the owner", status, body, (200,))
+    if body.get("owner") != owner.id:
+        raise ServerError(f"{server.label}: (e) record owner {body.get('owner')!r} != {owner.id}")
+    refused: list[str] = []
+    for who, headers in (
+        ("another user", {"Authorization": server.authorization(other.token)}),
+        ("an anonymous caller", {}),
+    ):
+        status, body = http_json("GET", path, headers=headers)
+        if status not in (403, 404):
+            raise ServerError(f"{server.label}: (e) {who} read a record it does not own: {status}")
+        refused.append(f"{who} gets {status}")
+    status, body = http_json("GET", server.base_url + server.owned_list_path(True), None, as_owner)
+    server.check_ok("(f) list with count", status, body, (200,))
+    items = body.get("items", [])
+    total = body.get("total", body.get("totalItems"))
+    per_user = len(owned_ids) // len(users)
+    if len(items) != min(20, per_user) or any(r.get("owner") != owner.id for r in items):
+        raise ServerError(f"{server.label}: (f) first page is not 20 of the user's own records")
+    if total != per_user:
+        raise ServerError(f"{server.label}: (f) total {total}, expected {per_user}")
+    status, body = http_json("GET", server.base_url + server.owned_list_path(False))
+    if status == 200 and body.get("items"):
+        raise ServerError(f"{server.label}: (f) an anonymous list returned records")
+    info.checks.append(
+        f"owner-only rule: the owner reads a record, {' and '.join(refused)}; (f) first page "
+        f"is 20 of the user's own records, total {total} = expected {per_user}; an anonymous "
+        "list is empty"
+    )
+
+
+def prepare(
+    server: Server, scenarios: list[Scenario], info: ServerInfo, extra: list[str]
+) -> dict[tuple[str, str], Load]:
+    """Start the server and give it what the scenarios need; returns their loads."""
+    kinds = {s.kind for s in scenarios}
+    key = {s.kind: s.key for s in scenarios}
+    log(f"{server.label}: starting")
+    server.start(extra)
+    info.command = server.command_line()
+    info.version = server.version()
+    base = server.base_url + "/"
+    loads: dict[tuple[str, str], Load] = {}
+    records = data.make_records()
+
+    ids: list[str] = []
+    if kinds & {"get", "list", "list_count", "create", "session"}:
+        ids = prepare_records(server, records, info)
+        ids_file = _write_lines(server.workdir / "ids.txt", ids)
+        if "get" in kinds:
+            loads[key["get"], ""] = server.load_get_by_id(Path(ids_file))
+        if "list" in kinds:
+            loads[key["list"], ""] = server.load_list(with_count=False)
+        if "list_count" in kinds:
+            loads[key["list_count"], ""] = server.load_list(with_count=True)
+        if "create" in kinds:
+            loads[key["create"], ""] = server.load_create()
+
+    users: list[BenchUser] = []
+    if kinds & {"owner_get", "owner_list", "session", "login"}:
+        t0 = time.monotonic()
+        users = server.make_users(data.make_users())
+        info.users_s = time.monotonic() - t0
+        log(f"{server.label}: {len(users)} users created and signed in in {info.users_s:.1f}s")
+        info.hashing = server.password_hashing()
+        info.checks.append(f"{len(users)} users created, each signed in once")
+
+    def auth(user: BenchUser) -> str:
+        return server.authorization(user.token)
+
+    n = len(users)
+    if kinds & {"owner_get", "owner_list"}:
+        server.setup_owned()
+        owned = [r | {"owner": users[i % n].id} for i, r in enumerate(records)]
+        t0 = time.monotonic()
+        owned_ids = server.seed(owned, OWNED)
+        info.owned_seed_s = time.monotonic() - t0
+        log(f"{server.label}: seeded {len(owned_ids)} owned records in {info.owned_seed_s:.1f}s")
+        check_owned(server, users, owned_ids, info)
+        if "owner_get" in kinds:
+            lines = [
+                f"{i % n}\t{auth(users[i % n])}\t{server.record_path(OWNED, rid)}"
+                for i, rid in enumerate(owned_ids)
+            ]
+            path = _write_lines(server.workdir / "owned_get.txt", lines)
+            loads[key["owner_get"], ""] = Load(base, AUTH_GET_LUA, (path, THREADS_ARG))
+        if "owner_list" in kinds:
+            lines = [f"{u.index}\t{auth(u)}\t{server.owned_list_path(False)}" for u in users]
+            path = _write_lines(server.workdir / "owned_list.txt", lines)
+            loads[key["owner_list"], ""] = Load(base, AUTH_GET_LUA, (path, THREADS_ARG))
+
+    if "session" in kinds:
+        for variant in SESSION_VARIANTS:
+            lines = [
+                f"{i % n}\t{auth(users[i % n]) if variant == 'session' else ''}\t"
+                f"{server.record_path(COLLECTION, rid)}"
+                for i, rid in enumerate(ids)
+            ]
+            path = _write_lines(server.workdir / f"items_{variant}.txt", lines)
+            loads[key["session"], variant] = Load(base, AUTH_GET_LUA, (path, THREADS_ARG))
+
+    if "login" in kinds:
+        lines = [f"{u.index}\t{json.dumps(server.login_body(u.email, u.password))}" for u in users]
+        path = _write_lines(server.workdir / "logins.txt", lines)
+        loads[key["login"], ""] = Load(base, LOGIN_LUA, (path, server.login_path, THREADS_ARG))
+
+    payload = data.file_payload()
+    if "download" in kinds:
+        path = server.setup_download(payload)
+        status, raw = http_raw("GET", server.base_url + path)
+        server.check_ok("(i) download", status, raw[:200], (200,))
+        if hashlib.sha256(raw).digest() != hashlib.sha256(payload).digest():
+            raise ServerError(f"{server.label}: (i) served {len(raw)} bytes that differ")
+        info.checks.append(f"(i) serves the {len(payload)} bytes uploaded, unchanged")
+        loads[key["download"], ""] = Load(server.base_url + path, FIXED_LUA)
+
+    if "upload" in kinds:
+        server.setup_uploads()
+        content = UPLOAD_MARKER.encode() + payload[len(UPLOAD_MARKER) :]
+        path, ctype, body = server.upload_request(content)
+        template = server.workdir / "upload_body.bin"
+        template.write_bytes(body)
+        loads[key["upload"], ""] = Load(
+            base, UPLOAD_LUA, (str(template), path, ctype, UPLOAD_MARKER, RUN_ARG)
+        )
+    return loads
 
 
 def measure(
@@ -308,13 +572,14 @@ def measure(
     args: argparse.Namespace,
     server: Server,
     scenario: Scenario,
+    variant: str,
     rnd: int,
     load: Load,
     connections: int,
     sampler: MemorySampler,
 ) -> Run:
     """Warm-up, then one measured wrk run, with counts, memory and CPU around it."""
-    before = server.count()
+    before = count_for(server, scenario)
     sampler.reset_window()
     warm = run_wrk(wrk, load, threads=args.threads, connections=connections, duration_s=args.warmup)
     cpu_start = cpu.snapshot(server.pid)
@@ -324,8 +589,12 @@ def measure(
     cpu_use = cpu.since(cpu_start, server.pid)
     sampler.sample_now()
     rss = sampler.window_kb[server.name]
-    after = settled_count(server)
-    return Run(scenario, server.name, rnd, warm, res, before, after, rss, cpu_use)
+    after = settled_count(server, scenario)
+    if scenario.kind == "upload":
+        t0 = time.monotonic()
+        deleted = server.delete_uploads()  # gigabytes: the next run starts from none again
+        log(f"{server.label}: deleted {deleted} uploaded files in {time.monotonic() - t0:.1f}s")
+    return Run(scenario, server.name, variant, rnd, warm, res, before, after, rss, cpu_use)
 
 
 def wait_for_idle(max_wait_s: float) -> float:
@@ -350,8 +619,11 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
     log(f"machine CPU busy before starting: {busy:.0f}% of {os.cpu_count()} cores")
     if busy > OTHER_CPU_WARN_PCT:
         log("warning: other processes are using the CPU; results will be skewed")
-    names = list(SERVERS) if args.only == "both" else [args.only]
-    scenarios = [s for s in SCENARIOS if s.key in args.scenarios]
+    scenarios = [s for s in SCENARIOS if s.key in args.keys]
+    wanted = list(SERVERS) if args.only == "both" else [args.only]
+    names = [n for n in wanted if any(s.runs_on(n) for s in scenarios)]
+    if not names:
+        raise ServerError(f"no selected scenario runs on {args.only}")
     records = data.make_records()
     servers: dict[str, Server] = {}
     infos: dict[str, ServerInfo] = report["servers"]
@@ -363,49 +635,58 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
                 server.request_logs = args.pocketbase_request_logs
             servers[name] = server
             infos[name] = ServerInfo(server.label)
+            report["blob_dirs"] += server.blob_dirs()
         extra: dict[str, list[str]] = {name: [] for name in names}
         if "backpack" in extra:
             extra["backpack"] = shlex.split(args.backpack_args)
-        ids_files = {n: prepare(s, records, infos[n], extra[n]) for n, s in servers.items()}
+        loads = {
+            n: prepare(s, [x for x in scenarios if x.runs_on(n)], infos[n], extra[n])
+            for n, s in servers.items()
+        }
 
-        # One request of each scenario first, on the exact paths wrk will use, so a
-        # missing endpoint fails fast instead of producing a run of errors.
+        # One request of each load first, on the exact paths wrk will use, so a missing
+        # endpoint or a wrong rule fails fast instead of producing a run of errors.
         for name, server in servers.items():
-            for scenario in scenarios:
-                probe(server, scenario, load_for(server, scenario, ids_files[name]), records[0])
+            for load in loads[name].values():
+                probe(server, load, records[0])
 
         sampler = MemorySampler({n: s.pid for n, s in servers.items()})
         sampler.start()
         runs: list[Run] = report["runs"]
-        # Reads first, all rounds, on the seeded table; then the creates, which grow it.
-        reads = [s for s in scenarios if s.kind != "create"]
-        writes = [s for s in scenarios if s.kind == "create"]
         rounds = range(1, args.rounds + 1)
-        schedule = [(r, s) for r in rounds for s in reads] + [
-            (r, s) for r in rounds for s in writes
+        schedule = [
+            (r, s) for phase in PHASES for r in rounds for s in scenarios if s.kind in phase
         ]
+        total_runs = sum(len(targets(s, list(servers))) for _, s in schedule)
+        big = next((s for s in scenarios if s.kind == "big_upload"), None)
+        reserve = 90.0 if big is not None and "backpack" in servers else 0.0  # for (k)
         for step, (rnd, scenario) in enumerate(schedule):
-            order = list(servers.items())
-            if step % 2:  # alternate which server goes first
+            order = targets(scenario, list(servers))
+            if step % 2:  # alternate which server (or variant) goes first
                 order.reverse()
-            for name, server in order:
-                load = load_for(server, scenario, ids_files[name])
+            for name, variant in order:
+                server = servers[name]
+                load = loads[name][scenario.key, variant]
                 conns = args.connections or scenario.connections
+                what = server.label + (f" {variant}" if variant else "")
                 attempts: list[Run] = []
                 while True:
-                    run = measure(wrk, args, server, scenario, rnd, load, conns, sampler)
+                    run = measure(wrk, args, server, scenario, variant, rnd, load, conns, sampler)
                     attempts.append(run)
                     log(
-                        f"round {rnd} ({scenario.key}) {server.label:10s} "
+                        f"round {rnd} ({scenario.key}) {what:10s} "
                         f"{run.result.rps:9.0f} req/s  p50 {run.result.lat_p50_ms:7.2f} ms  "
                         f"p99 {run.result.lat_p99_ms:7.2f} ms  "
                         f"non-2xx {run.result.errors_status}  "
-                        f"socket errors {run.result.socket_errors}  records {run.count_after}  "
-                        f"RSS {mb(run.rss_peak_kb):.0f} MB  other CPU {run.other_cpu_pct:.0f}%"
+                        f"socket errors {run.result.socket_errors}  "
+                        + (f"count {run.count_after}  " if run.count_after is not None else "")
+                        + f"RSS {mb(run.rss_peak_kb):.0f} MB  other CPU {run.other_cpu_pct:.0f}%"
                     )
-                    left = len(schedule) * len(servers) - len(runs) - 1
+                    left = total_runs - len(runs) - 1
                     per_run = args.warmup + args.duration + 2
-                    room = args.time_limit - (time.monotonic() - start) - left * per_run - 60
+                    room = (
+                        args.time_limit - (time.monotonic() - start) - left * per_run - reserve - 60
+                    )
                     if (
                         run.other_cpu_pct <= OTHER_CPU_WARN_PCT
                         or retries_left <= 0
@@ -422,6 +703,17 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
                 run = min(attempts, key=lambda r: r.other_cpu_pct)
                 run.discarded_other_pct = [r.other_cpu_pct for r in attempts if r is not run]
                 runs.append(run)
+
+        backpack = servers.get("backpack")
+        if big is not None and isinstance(backpack, Backpack):
+            log(f"({big.key}) Backpack: uploading {data.BIG_UPLOAD_BYTES >> 20} MiB, streamed")
+            result = run_big_upload(backpack, data.BIG_UPLOAD_BYTES)
+            report["big_upload"] = result
+            log(
+                f"({big.key}) {result.seconds:.1f}s ({result.mb_per_s:.0f} MB/s), RSS "
+                f"{mb(result.rss_before_kb):.0f} MB before, peak {mb(result.rss_peak_kb):.0f} "
+                f"MB, growth {mb(result.growth_kb):.1f} MB"
+            )
     finally:
         if sampler is not None:
             sampler.stop()
@@ -454,16 +746,49 @@ def fmt_ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def median_rps(runs: list[Run], key: str, server: str) -> float | None:
-    values = [r.result.rps for r in runs if r.scenario.key == key and r.server == server]
+def median_rps(runs: list[Run], key: str, server: str, variant: str = "") -> float | None:
+    values = [
+        r.result.rps
+        for r in runs
+        if r.scenario.key == key and r.server == server and r.variant == variant
+    ]
     return statistics.median(values) if values else None
+
+
+def round_rps(runs: list[Run], key: str, rnd: int, server: str, variant: str = "") -> float | None:
+    return next(
+        (
+            r.result.rps
+            for r in runs
+            if r.scenario.key == key
+            and r.round == rnd
+            and r.server == server
+            and r.variant == variant
+        ),
+        None,
+    )
+
+
+def overhead_pct(anon: float | None, authed: float | None) -> float | None:
+    """(g): (anonymous - with session) / anonymous, in %."""
+    return 100.0 * (anon - authed) / anon if anon and authed is not None else None
+
+
+def run_label(infos: dict[str, ServerInfo], r: Run) -> str:
+    return infos[r.server].label + (f" ({r.variant})" if r.variant else "")
+
+
+def group_span(keys: str) -> str:
+    return f"({keys[0]})" if len(keys) == 1 else f"({keys[0]})-({keys[-1]})"
 
 
 def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
     runs: list[Run] = report["runs"]
     infos: dict[str, ServerInfo] = report["servers"]
+    big: BigUpload | None = report.get("big_upload")
     both = "pocketbase" in infos and "backpack" in infos
-    scenarios = [s for s in SCENARIOS if s.key in args.scenarios]
+    scenarios = [s for s in SCENARIOS if s.key in args.keys]
+    ran = {r.scenario.key for r in runs} | ({"k"} if big else set())
     out: list[str] = ["# Backpack vs PocketBase — benchmark results", ""]
     out.append(
         f"- Command: `{report['command']}`"
@@ -472,53 +797,143 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
     out.append(f"- Date: {report['started']} (took {report.get('elapsed', 0):.0f} s)")
     status = report.get("error")
     out.append(f"- Status: {'FAILED — ' + status if status else 'completed'}")
+    out.append(
+        "- Scenarios: "
+        + ", ".join(
+            f"{g} {group_span(''.join(k for k in keys if k in args.keys))}"
+            for g, keys in GROUPS.items()
+            if any(k in args.keys for k in keys)
+        )
+    )
     if not both:
         out.append(f"- Only {', '.join(i.label for i in infos.values())} ran: no ratios.")
     out.append("")
 
-    out += [
-        "## Headline: Backpack / PocketBase requests per second",
-        "",
-        "Ratio of the median requests/s over the rounds; above 1 means Backpack served more. "
-        "Same wrk settings, data and machine for both, in the same run.",
-        "",
-        "| Scenario | Connections | Ratio BP/PB | Per round | Target | Met |",
-        "|---|---:|---:|---|---:|:---:|",
-    ]
-    for s in scenarios:
+    # ---- headline: ratios
+    ratio_scenarios = [s for s in scenarios if s.only is None]
+    if ratio_scenarios:
+        out += [
+            "## Headline: Backpack / PocketBase requests per second",
+            "",
+            "Ratio of the median requests/s over the rounds; above 1 means Backpack served "
+            "more. Same wrk settings, data and machine for both, in the same run.",
+            "",
+            "| Scenario | Connections | Ratio BP/PB | Per round | Target | Met |",
+            "|---|---:|---:|---|---:|:---:|",
+        ]
+    for s in ratio_scenarios:
         pb, bp = median_rps(runs, s.key, "pocketbase"), median_rps(runs, s.key, "backpack")
         ratio = bp / pb if (pb and bp is not None) else None
         per_round = []
         for rnd in range(1, args.rounds + 1):
-            a = [r for r in runs if r.scenario.key == s.key and r.round == rnd]
-            p = next((r.result.rps for r in a if r.server == "pocketbase"), None)
-            b = next((r.result.rps for r in a if r.server == "backpack"), None)
+            p = round_rps(runs, s.key, rnd, "pocketbase")
+            b = round_rps(runs, s.key, rnd, "backpack")
             if p and b is not None:
                 per_round.append(f"{b / p:.2f}")
-        met = "—" if ratio is None else ("yes" if ratio >= s.target else "**no**")
+        if s.target is None:
+            target, met = "report only", "—"
+        else:
+            target = f"≥ {s.target}"
+            met = "—" if ratio is None else ("yes" if ratio >= s.target else "**no**")
         out.append(
             f"| ({s.key}) {s.title} | {args.connections or s.connections} | "
-            f"{fmt_ratio(ratio)} | {', '.join(per_round) or '—'} | ≥ {s.target} | {met} |"
+            f"{fmt_ratio(ratio)} | {', '.join(per_round) or '—'} | {target} | {met} |"
         )
-    out += [
-        "",
-        "| Memory | Peak RSS during (a)-(d) | Processes | Target | Met |",
-        "|---|---:|---:|---:|:---:|",
-    ]
-    for name in ("backpack", "pocketbase"):
-        info = infos.get(name)
-        if info is None or not info.samples:
+    if ratio_scenarios:
+        out.append("")
+    for s in scenarios:
+        if s.kind != "login" or s.key not in ran:
             continue
-        peak = mb(info.peak_rss_kb)
-        target, met = "—", "—"
-        if name == "backpack":
-            target = f"≤ {MEMORY_TARGET_MB:.0f} MB"
-            met = "yes" if peak <= MEMORY_TARGET_MB else "**no**"
+        parts = []
+        for name in ("backpack", "pocketbase"):
+            rps = median_rps(runs, s.key, name)
+            if rps is not None:
+                parts.append(
+                    f"{infos[name].label} {rps:.0f} logins/s, password hashing: "
+                    f"{infos[name].hashing or 'not determined'}"
+                )
         out.append(
-            f"| {info.label} (server process tree) | {peak:.1f} MB | {info.max_processes} | "
-            f"{target} | {met} |"
+            f"- ({s.key}) sign-in throughput, {args.connections or s.connections} connections, "
+            f"correct passwords (report only, no target): " + "; ".join(parts) + "."
         )
-    out.append("")
+        out.append("")
+
+    # ---- Backpack-only targets
+    only_rows: list[str] = []
+    for s in scenarios:
+        if s.kind == "session" and s.key in ran:
+            anon = median_rps(runs, s.key, "backpack", "anonymous")
+            authed = median_rps(runs, s.key, "backpack", "session")
+            value = overhead_pct(anon, authed)
+            per_round = []
+            for rnd in range(1, args.rounds + 1):
+                x = overhead_pct(
+                    round_rps(runs, s.key, rnd, "backpack", "anonymous"),
+                    round_rps(runs, s.key, rnd, "backpack", "session"),
+                )
+                if x is not None:
+                    per_round.append(f"{x:.1f} %")
+            met = (
+                "—"
+                if value is None
+                else ("yes" if value < SESSION_OVERHEAD_TARGET_PCT else "**no**")
+            )
+            shown = (
+                "n/a"
+                if value is None
+                else (
+                    f"{value:.1f} % (anonymous {anon:.0f} req/s, with a session {authed:.0f} req/s)"
+                )
+            )
+            only_rows.append(
+                f"| ({s.key}) {s.title}: (anonymous - with session) / anonymous req/s | "
+                f"{args.connections or s.connections} | {shown} | {', '.join(per_round) or '—'} | "
+                f"< {SESSION_OVERHEAD_TARGET_PCT:g} % | {met} |"
+            )
+        if s.kind == "big_upload" and big is not None:
+            growth = mb(big.growth_kb)
+            met = "yes" if growth < BIG_UPLOAD_GROWTH_TARGET_MB else "**no**"
+            only_rows.append(
+                f"| ({s.key}) {s.title}: RSS growth over the pre-upload RSS | 1 | "
+                f"{growth:.1f} MB (RSS {mb(big.rss_before_kb):.1f} MB before, peak "
+                f"{mb(big.rss_peak_kb):.1f} MB; {big.size / 1e6:.0f} MB in {big.seconds:.1f} s, "
+                f"{big.mb_per_s:.0f} MB/s) | — | < {BIG_UPLOAD_GROWTH_TARGET_MB:g} MB | {met} |"
+            )
+    if only_rows:
+        out += [
+            "## Backpack alone",
+            "",
+            "| Scenario | Connections | Result | Per round | Target | Met |",
+            "|---|---:|---|---|---:|:---:|",
+            *only_rows,
+            "",
+        ]
+
+    # ---- memory per group
+    mem_rows: list[str] = []
+    for group in GROUPS:
+        group_runs = [r for r in runs if r.scenario.group == group]
+        if not group_runs:
+            continue
+        span = group_span("".join(sorted({r.scenario.key for r in group_runs})))
+        cells = []
+        for name in ("backpack", "pocketbase"):
+            peaks = [r.rss_peak_kb for r in group_runs if r.server == name]
+            cells.append(f"{mb(max(peaks)):.1f} MB" if peaks else "—")
+        target, met = "—", "—"
+        bp_peaks = [r.rss_peak_kb for r in group_runs if r.server == "backpack"]
+        if group == "records" and bp_peaks:
+            target = f"Backpack ≤ {MEMORY_TARGET_MB:.0f} MB"
+            met = "yes" if mb(max(bp_peaks)) <= MEMORY_TARGET_MB else "**no**"
+        mem_rows.append(f"| {group} {span} | {cells[0]} | {cells[1]} | {target} | {met} |")
+    if mem_rows:
+        out += [
+            "| Memory: peak RSS of the server process tree | Backpack | PocketBase | Target "
+            "| Met |",
+            "|---|---:|---:|---:|:---:|",
+            *mem_rows,
+            "",
+        ]
 
     busy = report.get("busy_before_pct", 0.0)
     worst = max((r.other_cpu_pct for r in runs), default=0.0)
@@ -530,7 +945,7 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
             "",
         ]
 
-    # Checks
+    # ---- checks
     out += ["## Checks", ""]
     out.append(
         f"- Machine CPU busy (all processes) in the 2 s before the servers started: "
@@ -541,7 +956,7 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         if r.discarded_other_pct:
             shares = ", ".join(f"{x:.0f}%" for x in r.discarded_other_pct)
             out.append(
-                f"- {infos[r.server].label} ({r.scenario.key}) round {r.round} was repeated: "
+                f"- {run_label(infos, r)} ({r.scenario.key}) round {r.round} was repeated: "
                 f"other processes used {shares} of the CPU in the discarded attempt(s); "
                 f"the kept one had {r.other_cpu_pct:.0f}%."
             )
@@ -550,45 +965,56 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         out.append("- Every measured run: 0 non-2xx responses and 0 socket errors.")
     for r in bad:
         out.append(
-            f"- **{infos[r.server].label} ({r.scenario.key}) round {r.round}: "
+            f"- **{run_label(infos, r)} ({r.scenario.key}) round {r.round}: "
             f"{r.result.errors_status} non-2xx responses, socket errors: "
             f"connect {r.result.errors_connect}, read {r.result.errors_read}, "
             f"write {r.result.errors_write}, timeout {r.result.errors_timeout}.**"
         )
     for r in runs:
-        if r.scenario.kind != "create":
+        if r.scenario.kind not in ("create", "upload"):
             continue
+        if r.count_before is None or r.count_after is None:
+            continue
+        what = "creates" if r.scenario.kind == "create" else "uploads"
+        things = "records" if r.scenario.kind == "create" else "files"
         acked = r.warmup.ok_requests + r.result.ok_requests
         found = r.count_after - r.count_before
-        verdict = "ok" if found >= acked else f"**{acked - found} acknowledged creates missing**"
+        verdict = "ok" if found >= acked else f"**{acked - found} acknowledged {what} missing**"
         out.append(
-            f"- {infos[r.server].label} (d) round {r.round}: {acked} creates acknowledged "
-            f"(warm-up + measured), records went {r.count_before} → {r.count_after} "
-            f"(+{found}; extra = requests in flight when wrk stopped): {verdict}."
+            f"- {infos[r.server].label} ({r.scenario.key}) round {r.round}: {acked} {what} "
+            f"acknowledged (warm-up + measured), {things} went {r.count_before} → "
+            f"{r.count_after} (+{found}; extra = requests in flight when wrk stopped): "
+            f"{verdict}."
         )
     for info in infos.values():
         for check in info.checks:
             out.append(f"- {info.label}: {check}.")
+    if big is not None:
+        for check in big.checks:
+            out.append(f"- Backpack (k): {check}.")
     out.append("")
 
-    # Absolute numbers
+    # ---- absolute numbers
     out += [
         "## Absolute numbers (secondary)",
         "",
         f"wrk: {args.threads} threads, {args.warmup:g} s warm-up (discarded) then "
-        f"{args.duration:g} s measured, per scenario, per server, per round.",
+        f"{args.duration:g} s measured, per scenario, per server, per round. 'Count after': "
+        "records in `items` for (a)-(d), files stored for (j).",
         "",
         "| Scenario | Server | Round | Requests/s | p50 ms | p99 ms | max ms "
-        "| Requests | Non-2xx | Socket errors | Records after | Peak RSS MB "
+        "| Requests | Non-2xx | Socket errors | Count after | Peak RSS MB "
         "| Server CPU % | Other CPU % |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(runs, key=lambda r: (r.scenario.key, r.server, r.round)):
-        x = r.result
+    for r in sorted(runs, key=lambda r: (r.scenario.key, r.server, r.variant, r.round)):
+        res = r.result
+        count = "—" if r.count_after is None else str(r.count_after)
         out.append(
-            f"| ({r.scenario.key}) | {infos[r.server].label} | {r.round} | {x.rps:.0f} | "
-            f"{x.lat_p50_ms:.2f} | {x.lat_p99_ms:.2f} | {x.lat_max_ms:.1f} | {x.requests} | "
-            f"{x.errors_status} | {x.socket_errors} | {r.count_after} | {mb(r.rss_peak_kb):.1f} | "
+            f"| ({r.scenario.key}) | {run_label(infos, r)} | {r.round} | {res.rps:.0f} | "
+            f"{res.lat_p50_ms:.2f} | {res.lat_p99_ms:.2f} | {res.lat_max_ms:.1f} | "
+            f"{res.requests} | {res.errors_status} | {res.socket_errors} | {count} | "
+            f"{mb(r.rss_peak_kb):.1f} | "
             f"{r.cpu_pct(r.cpu.server_s) if r.cpu else 0:.0f} | {r.other_cpu_pct:.0f} |"
         )
     out.append("")
@@ -597,11 +1023,12 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         "## Memory",
         "",
         "Peak = highest sum of VmRSS over the server process and all its descendants, sampled "
-        "every 0.2 s from /proc during (a)-(d). VmHWM = sum of each live process's own "
-        "lifetime peak at the end (includes seeding; an upper bound for multi-process servers). "
+        "every 0.2 s from /proc while the measured runs went on (per group above: during that "
+        "group's warm-ups and measured runs). VmHWM = sum of each live process's own lifetime "
+        "peak at the end (includes setup; an upper bound for multi-process servers). "
         "MB = 10^6 bytes.",
         "",
-        "| Server | Peak RSS (a)-(d) | Processes | VmHWM sum | Samples |",
+        "| Server | Peak RSS (whole run) | Processes | VmHWM sum | Samples |",
         "|---|---:|---:|---:|---:|",
     ]
     for info in infos.values():
@@ -618,46 +1045,124 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         out.append(f"- {info.label}: {info.version}")
         out.append(f"  - started as: `{info.command}`")
         out.append(f"  - durability: {info.durability or 'not determined'}")
-        out.append(f"  - seeding 10,000 records took {info.seed_s:.1f} s (batches of 1000)")
-    out += [
-        "",
-        "## Method",
-        "",
-        f"- Data: collection `items`, {data.RECORD_COUNT} records generated with seed "
-        f"{data.SEED} (title ~{data.TITLE_LENGTH} chars, score 0..1000, done bool), index on "
-        "`score`, public rules, no auth header in the load. Identical on both servers.",
+        if info.seed_s is not None:
+            out.append(f"  - seeding 10,000 records took {info.seed_s:.1f} s (batches of 1000)")
+        if info.users_s is not None:
+            out.append(
+                f"  - creating {data.USER_COUNT} users and signing each in once took "
+                f"{info.users_s:.1f} s; password hashing: {info.hashing or 'not determined'}"
+            )
+        if info.owned_seed_s is not None:
+            out.append(f"  - seeding 10,000 owned records took {info.owned_seed_s:.1f} s")
+    out += ["", "## Method", ""]
+    out += method_notes(args, ran)
+    out.append("")
+    if status and report.get("traceback"):
+        out += ["## Error", "", "```", report["traceback"].rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+def method_notes(args: argparse.Namespace, ran: set[str]) -> list[str]:
+    out = [
         "- Both servers run on 127.0.0.1 for the whole run; the load alternates between them "
-        "(never both at once), and which goes first alternates from one scenario to the next.",
-        "- (a) uses bench/lua/get_by_id.lua (random id from the seeded ids, fixed per-thread "
-        "seed); (b)/(c) a fixed URL (bench/lua/fixed.lua); (d) bench/lua/create.lua (POST "
-        "JSON). All rounds of (a)-(c) run first on the seeded table, then the rounds of (d), "
-        "which grow it.",
+        "(never both at once), and which goes first alternates from one scenario to the next. "
+        "Reads run first (all rounds), then sign-ins, then creates, then uploads.",
         "- wrk runs on the same 2-core machine as the servers, so it takes CPU from them too; "
         "the same for both servers.",
-        "- PocketBase: (b) `?filter=(score>500 && done=true)&sort=-score&perPage=20"
-        "&skipTotal=1`, (c) the same without skipTotal. Its `items` collection has the "
-        "`created`/`updated` autodate fields its dashboard adds by default, as Backpack's records "
-        "carry `created`/`updated`. "
-        + (
-            "Its request log is left on (its default: every request stored in auxiliary.db)."
-            if args.pocketbase_request_logs
-            else "Its request log (on by default: every request stored in auxiliary.db) is "
-            "turned off with `logs.maxDays=0`, as Backpack stores no per-request log; "
-            "`--pocketbase-request-logs` keeps it."
-        ),
-        '- Backpack: (b) `?filter={"score":{"$gt":500},"done":true}&sort=-score&limit=20`, '
-        "(c) the same plus `&count=true`.",
-        "- (c) runs on a table that does not change: a server that caches totals until the "
-        "next write is measured on that cache.",
         "- Non-2xx counts wrk's `status >= 400` responses.",
         "- CPU % columns are shares of all cores over the measured run, from /proc: the "
         "server's process tree, and everything except the server, wrk and this harness "
         "('Other').",
-        "",
+        "- PocketBase: "
+        + (
+            "its request log is left on (its default: every request stored in auxiliary.db)."
+            if args.pocketbase_request_logs
+            else "its request log (on by default: every request stored in auxiliary.db) is "
+            "turned off with `logs.maxDays=0`, as Backpack stores no per-request log; "
+            "`--pocketbase-request-logs` keeps it."
+        )
+        + " Its collections get the `created`/`updated` autodate fields its dashboard adds by "
+        "default, as Backpack's records carry `created`/`updated`.",
     ]
-    if status and report.get("traceback"):
-        out += ["## Error", "", "```", report["traceback"].rstrip(), "```", ""]
-    return "\n".join(out)
+    if ran & set("abcdg"):
+        out += [
+            f"- Records: collection `items`, {data.RECORD_COUNT} records generated with seed "
+            f"{data.SEED} (title ~{data.TITLE_LENGTH} chars, score 0..1000, done bool), index "
+            "on `score`, public rules, no auth header in the load. Identical on both servers.",
+            "- (a) uses bench/lua/get_by_id.lua (random id from the seeded ids, fixed "
+            "per-thread seed); (b)/(c) a fixed URL (bench/lua/fixed.lua); (d) "
+            "bench/lua/create.lua (POST JSON). (d) runs after all reads, and grows the table.",
+            "- PocketBase: (b) `?filter=(score>500 && done=true)&sort=-score&perPage=20"
+            '&skipTotal=1`, (c) the same without skipTotal. Backpack: (b) `?filter={"score":'
+            '{"$gt":500},"done":true}&sort=-score&limit=20`, (c) the same plus `&count=true`.',
+            "- (c) runs on a table that does not change: a server that caches totals until the "
+            "next write is measured on that cache.",
+        ]
+    if ran & set("efgh"):
+        out += [
+            f"- Auth: {data.USER_COUNT} verified users with the same emails and passwords on "
+            "both, created by the admin (Backpack `POST /api/users`, PocketBase a record of "
+            "its default `users` auth collection), each signed in once for a token "
+            "(Backpack: a `bps_` session token sent as `Authorization: Bearer …`; PocketBase: "
+            "its JWT sent as `Authorization: <token>`).",
+            "- Tokens in the load: wrk has no per-connection hook, so each wrk thread owns "
+            "half of the users (user index mod threads) and every request picks one of its "
+            "own users' lines at random (bench/lua/auth_get.lua, requests formatted once at "
+            "start, fixed per-thread seed). So every token is in use all along, by one "
+            "thread only.",
+            f"- (e)/(f): collection `{OWNED}`, the same {data.RECORD_COUNT} records as `items` "
+            f"plus `owner` = user number (i mod {data.USER_COUNT}): 100 records per user. "
+            'List/read rule owner only (Backpack `{"owner": "@auth.id"}`, PocketBase '
+            "`owner = @request.auth.id` on a relation field to `users`); no create/update/"
+            "delete rule (admin only). Indexed on `owner` on both (Backpack indexes `owner` in "
+            "every collection; PocketBase gets `CREATE INDEX idx_owner ON owned (owner)`). "
+            "(e) GETs a random record the token's user owns; (f) lists the first 20 by "
+            "`-created` without a total (PocketBase `perPage=20&skipTotal=1`, Backpack "
+            "`limit=20`).",
+            "- (g) Backpack only: (a)'s GET on `items`, through the same script and the same "
+            "sequence of ids, once without a token and once with a user's `bps_` token; the "
+            "order of the two alternates per round. Overhead = (anonymous - with session) / "
+            "anonymous of the median requests/s.",
+            "- (h): `POST` the sign-in endpoint (Backpack `/api/auth/login {email, password}`, "
+            "PocketBase `/api/collections/users/auth-with-password {identity, password}`) with "
+            "correct passwords of random users (bench/lua/login.lua). Backpack's sign-in rate "
+            "limit (10 a minute per IP and account by default) is turned off "
+            "(`rate_limits.auth_per_minute=0`); PocketBase's rate limiter is off by default. "
+            "PocketBase's 'login from a new location' alert mail is off "
+            "(`authAlert.enabled=false`: no mail server here, Backpack sends no such mail). "
+            "Each Backpack sign-in stores a session row; PocketBase's tokens are stateless "
+            "JWTs. The password hashes are read from each server's database after the users "
+            "were created.",
+        ]
+    if ran & set("ijk"):
+        out += [
+            f"- (i): the same {data.FILE_BYTES} random bytes (seed {data.SEED}) stored once on "
+            "each: Backpack `POST /api/files` with `public=true` (secret key), served by "
+            "`GET /api/files/{id}/content`; PocketBase a record of collection `media` (file "
+            "field, public view rule), served by `GET /api/files/media/{record}/{file}`. A "
+            "fixed URL, no conditional headers (every response is a full 200).",
+            "- (j): a multipart body with the same fields on both (a `name` field, Backpack "
+            "also `bucket=bench` and `public=false`, then the 1 MiB file part) built once per "
+            "server and read by bench/lua/upload.lua. Each request replaces the first 48 bytes "
+            "of the file with a tag unique to the wrk invocation, thread and request, so no "
+            "two uploads in the whole run have the same content: Backpack's content-addressed "
+            "store (sha256, one blob per content) never skips a write through dedup. "
+            "Anonymous uploads: Backpack bucket `bench` with rules `{create: true}` (others "
+            'admin only); PocketBase collection `uploads` with `createRule: ""` (others '
+            "superusers only). Backpack writes each blob to a temp file, fsyncs and renames it; "
+            "PocketBase writes the file without fsync (its local filesystem store).",
+        ]
+    if "k" in ran:
+        out += [
+            f"- (k) Backpack only, after everything else: `limits.upload_bytes` raised to "
+            f"{2 * data.BIG_UPLOAD_BYTES >> 30} GiB, then one {data.BIG_UPLOAD_BYTES >> 30} GiB "
+            "multipart upload (secret key, bucket `big`) sent by httpx from a generator, 1 MiB "
+            "at a time, with a Content-Length. RSS of the server tree is sampled every 0.05 s; "
+            "the baseline is the median over the 1 s before the upload. The server's sha256 "
+            "must equal the one computed while sending; the file is then deleted and the blob "
+            "store must shrink back.",
+        ]
+    return out
 
 
 # --------------------------------------------------------------------------- entry
@@ -688,6 +1193,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "servers": {},
         "runs": [],
+        "blob_dirs": [],
     }
     t0 = time.monotonic()
     code = 0
@@ -701,7 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     report["elapsed"] = time.monotonic() - t0
-    if report["runs"]:  # a run that measured nothing leaves the previous report alone
+    if report["runs"] or report.get("big_upload"):  # else: leave the previous report alone
         args.output.write_text(render(args, report))
         log(f"wrote {args.output}")
     if workdir.exists():
@@ -710,6 +1216,10 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(OSError):
                 WORK_ROOT.rmdir()  # only if empty
         else:
+            if not args.keep_work:
+                # Uploaded bytes can be gigabytes: keep the databases and logs, not those.
+                for folder in report["blob_dirs"]:
+                    shutil.rmtree(folder, ignore_errors=True)
             log(f"data and server logs kept in {workdir}")
     return code
 

@@ -1,4 +1,4 @@
-"""One adapter per server: start, set up `items`, seed, the URL of each scenario, count.
+"""One adapter per server: start, set up collections, users and files, seed, scenario URLs.
 
 Both adapters go through the same code path in bench/run.py; only what is in here differs.
 """
@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +24,8 @@ import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,11 @@ from bench.wrk import CREATE_LUA, FIXED_LUA, GET_BY_ID_LUA, Load, die_with_paren
 
 HOST = "127.0.0.1"  # the only address the harness ever talks to
 COLLECTION = "items"
+OWNED = "owned"  # (e)/(f): records readable by their owner only
+OWNED_SORT = "-created"
 LIST_LIMIT = 20
+SETUP_THREADS = 4  # parallel requests while creating users and signing them in
+UPLOAD_NAME = "upload.bin"
 SEED_BATCH = 1000
 START_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 120.0
@@ -65,6 +72,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def http_raw(
+    method: str,
+    url: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = HTTP_TIMEOUT_S,
+) -> tuple[int, bytes]:
+    """One HTTP request to loopback; returns (status, body bytes)."""
+    if urllib.parse.urlsplit(url).hostname != HOST:
+        raise ServerError(f"refusing to send traffic off loopback: {url}")
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise ServerError(f"{method} {url} failed: {exc}") from exc
+
+
+def parse_json(raw: bytes) -> Any:
+    """A body as JSON, or as text when it is not JSON."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
 def http_json(
     method: str,
     url: str,
@@ -73,25 +108,49 @@ def http_json(
     timeout: float = HTTP_TIMEOUT_S,
 ) -> tuple[int, Any]:
     """One HTTP request to loopback; returns (status, parsed JSON body or raw text)."""
-    if urllib.parse.urlsplit(url).hostname != HOST:
-        raise ServerError(f"refusing to send traffic off loopback: {url}")
     data = None
     all_headers = {"Accept": "application/json", **(headers or {})}
     if body is not None:
         data = json.dumps(body).encode()
         all_headers.setdefault("Content-Type", "application/json")
-    req = urllib.request.Request(url, data=data, headers=all_headers, method=method)
+    status, raw = http_raw(method, url, data, all_headers, timeout)
+    return status, parse_json(raw)
+
+
+def multipart_body(
+    fields: Sequence[tuple[str, str]], file_field: str, filename: str, content: bytes
+) -> tuple[str, bytes]:
+    """A multipart/form-data body (fields first, then the file); returns (content type, body)."""
+    boundary = "bench-" + secrets.token_hex(12)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields
+    ]
+    parts.append(
+        f"--{boundary}\r\nContent-Disposition: form-data; "
+        f'name="{file_field}"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+    )
+    body = b"".join(parts) + content + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def sqlite_read(path: Path, query: str, args: Sequence[Any] = ()) -> list[Any]:
+    """Rows of a read-only query on a live server's SQLite file (WAL allows a reader)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        raise ServerError(f"{method} {url} failed: {exc}") from exc
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
+        return list(conn.execute(query, tuple(args)).fetchall())
+    finally:
+        conn.close()
+
+
+@dataclass
+class BenchUser:
+    index: int
+    email: str
+    password: str
+    id: str = ""
+    token: str = ""
 
 
 def _short(value: Any, limit: int = 600) -> str:
@@ -237,8 +296,8 @@ class Server(ABC):
         """Create the `items` collection (public rules, index on score)."""
 
     @abstractmethod
-    def seed(self, records: list[dict[str, Any]]) -> list[str]:
-        """Insert the records in order; return their ids in the same order."""
+    def seed(self, records: list[dict[str, Any]], collection: str = COLLECTION) -> list[str]:
+        """Insert the records in order (as the admin); return their ids in the same order."""
 
     @abstractmethod
     def count(self) -> int:
@@ -265,6 +324,88 @@ class Server(ABC):
 
     def command_line(self) -> str:
         return ""
+
+    # ---- auth: (e)-(h)
+
+    login_path = ""  # sign-in endpoint (POST, JSON body)
+
+    @abstractmethod
+    def prepare_auth(self) -> None:
+        """Server settings the auth scenarios need (see each adapter)."""
+
+    @abstractmethod
+    def create_user(self, email: str, password: str) -> str:
+        """Create a verified user as the admin; returns its id."""
+
+    @abstractmethod
+    def login_body(self, email: str, password: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    def authorization(self, token: str) -> str:
+        """The Authorization header value that carries a user's token."""
+
+    @abstractmethod
+    def setup_owned(self) -> None:
+        """Create `owned` (items' fields + owner; list/read rule: owner only, indexed)."""
+
+    @abstractmethod
+    def owned_list_path(self, with_count: bool) -> str:
+        """(f): the first 20 of the caller's records, sorted by -created."""
+
+    @abstractmethod
+    def password_hashing(self) -> str:
+        """How stored passwords are hashed, read from a stored hash."""
+
+    def login(self, email: str, password: str) -> str:
+        status, body = http_json(
+            "POST", self.base_url + self.login_path, self.login_body(email, password)
+        )
+        self.check_ok(f"sign-in of {email}", status, body, (200,))
+        return str(body["token"])
+
+    def make_users(self, accounts: list[tuple[str, str]]) -> list[BenchUser]:
+        """Create the users and sign each one in once (a few requests in parallel)."""
+        self.prepare_auth()
+        users = [BenchUser(i, email, pw) for i, (email, pw) in enumerate(accounts)]
+        with ThreadPoolExecutor(SETUP_THREADS) as pool:
+            for user, uid in zip(
+                users, pool.map(lambda u: self.create_user(u.email, u.password), users), strict=True
+            ):
+                user.id = uid
+            for user, token in zip(
+                users, pool.map(lambda u: self.login(u.email, u.password), users), strict=True
+            ):
+                user.token = token
+        return users
+
+    def record_path(self, collection: str, record_id: str) -> str:
+        return f"/api/collections/{collection}/records/{record_id}"
+
+    # ---- files: (i)-(j)
+
+    @abstractmethod
+    def setup_download(self, content: bytes) -> str:
+        """Store `content` as a publicly readable file; returns the path that serves it."""
+
+    @abstractmethod
+    def setup_uploads(self) -> None:
+        """Where (j) uploads go: open to anonymous uploads, readable by the admin only."""
+
+    @abstractmethod
+    def upload_request(self, content: bytes) -> tuple[str, str, bytes]:
+        """(j): (path, content type, multipart body) of one upload of `content`."""
+
+    @abstractmethod
+    def count_uploads(self) -> int:
+        """How many files (j) has stored (asked of the server)."""
+
+    @abstractmethod
+    def delete_uploads(self) -> int:
+        """Delete every file (j) stored (gigabytes per run); returns how many."""
+
+    def blob_dirs(self) -> list[Path]:
+        """Where the server keeps uploaded bytes (pruned after a failed run)."""
+        return []
 
 
 # --------------------------------------------------------------------------- PocketBase
@@ -331,6 +472,7 @@ class PocketBase(Server):
         ]
         self._spawn(self._cmd)
         self._wait_ready("/api/health")
+        self._configure()
 
     def command_line(self) -> str:
         return " ".join(self._cmd)
@@ -338,7 +480,8 @@ class PocketBase(Server):
     def _auth(self) -> dict[str, str]:
         return {"Authorization": self.token}
 
-    def setup(self) -> None:
+    def _configure(self) -> None:
+        """Superuser token, then settings: batch API on, request log off unless asked for."""
         status, body = http_json(
             "POST",
             self.base_url + "/api/collections/_superusers/auth-with-password",
@@ -357,37 +500,51 @@ class PocketBase(Server):
             f"batch API on (for seeding); request logs "
             f"{'on (its default)' if self.request_logs else 'off (logs.maxDays=0)'}"
         )
-        fields: list[dict[str, Any]] = [
-            {"name": "title", "type": "text"},
-            {"name": "score", "type": "number", "onlyInt": True},
-            {"name": "done", "type": "bool"},
-        ]
+
+    def setup(self) -> None:
+        self._create_collection(
+            COLLECTION,
+            [
+                {"name": "title", "type": "text"},
+                {"name": "score", "type": "number", "onlyInt": True},
+                {"name": "done", "type": "bool"},
+            ],
+            {"listRule": "", "viewRule": "", "createRule": ""},
+            [f"CREATE INDEX idx_score ON {COLLECTION} (score)"],
+        )
+
+    def _create_collection(
+        self,
+        name: str,
+        fields: list[dict[str, Any]],
+        rules: dict[str, str | None],
+        indexes: Sequence[str] = (),
+    ) -> None:
+        """A base collection as its dashboard makes one: + created/updated autodates."""
+        fields = list(fields)
         if POCKETBASE_AUTODATE_FIELDS:
             fields += [
                 {"name": "created", "type": "autodate", "onCreate": True, "onUpdate": False},
                 {"name": "updated", "type": "autodate", "onCreate": True, "onUpdate": True},
             ]
-        collection = {
-            "name": COLLECTION,
+        collection: dict[str, Any] = {
+            "name": name,
             "type": "base",
             "fields": fields,
-            "indexes": [f"CREATE INDEX idx_score ON {COLLECTION} (score)"],
-            "listRule": "",
-            "viewRule": "",
-            "createRule": "",
+            "indexes": list(indexes),
         }
+        collection.update(rules)
         status, body = http_json(
             "POST", self.base_url + "/api/collections", collection, self._auth()
         )
-        self.check_ok("create collection", status, body, (200,))
+        self.check_ok(f"create collection {name}", status, body, (200,))
 
-    def seed(self, records: list[dict[str, Any]]) -> list[str]:
+    def seed(self, records: list[dict[str, Any]], collection: str = COLLECTION) -> list[str]:
         ids: list[str] = []
+        url = f"/api/collections/{collection}/records"
         for start in range(0, len(records), SEED_BATCH):
             chunk = records[start : start + SEED_BATCH]
-            batch = {
-                "requests": [{"method": "POST", "url": self.RECORDS, "body": r} for r in chunk]
-            }
+            batch = {"requests": [{"method": "POST", "url": url, "body": r} for r in chunk]}
             status, body = http_json("POST", self.base_url + "/api/batch", batch, self._auth())
             self.check_ok("POST /api/batch", status, body, (200,))
             for item in body:
@@ -422,6 +579,159 @@ class PocketBase(Server):
 
     def load_create(self) -> Load:
         return Load(self.base_url + "/", CREATE_LUA, (self.RECORDS,))
+
+    # ---- auth
+
+    login_path = "/api/collections/users/auth-with-password"
+
+    def prepare_auth(self) -> None:
+        # Its default `users` auth collection. The "login from a new location" alert mail is
+        # turned off: there is no mail server here, and Backpack sends no such mail.
+        status, body = http_json(
+            "PATCH",
+            self.base_url + "/api/collections/users",
+            {"authAlert": {"enabled": False}},
+            self._auth(),
+        )
+        self.check_ok("PATCH users collection", status, body, (200,))
+        self.settings_note += "; `users` login alert mail off (authAlert.enabled=false)"
+
+    def create_user(self, email: str, password: str) -> str:
+        user = {"email": email, "password": password, "passwordConfirm": password}
+        status, body = http_json(
+            "POST",
+            self.base_url + "/api/collections/users/records",
+            user | {"verified": True},
+            self._auth(),
+        )
+        self.check_ok(f"create user {email}", status, body, (200,))
+        return str(body["id"])
+
+    def login_body(self, email: str, password: str) -> dict[str, str]:
+        return {"identity": email, "password": password}
+
+    def authorization(self, token: str) -> str:
+        return token  # PocketBase's documented form: the bare token
+
+    def setup_owned(self) -> None:
+        status, body = http_json(
+            "GET", self.base_url + "/api/collections/users", None, self._auth()
+        )
+        self.check_ok("GET users collection", status, body, (200,))
+        rule = "owner = @request.auth.id"
+        self._create_collection(
+            OWNED,
+            [
+                {"name": "title", "type": "text"},
+                {"name": "score", "type": "number", "onlyInt": True},
+                {"name": "done", "type": "bool"},
+                {
+                    "name": "owner",
+                    "type": "relation",
+                    "collectionId": body["id"],
+                    "maxSelect": 1,
+                    "cascadeDelete": False,
+                },
+            ],
+            {"listRule": rule, "viewRule": rule},
+            [f"CREATE INDEX idx_owner ON {OWNED} (owner)"],
+        )
+
+    def owned_list_path(self, with_count: bool) -> str:
+        query = {"sort": OWNED_SORT, "perPage": LIST_LIMIT} | (
+            {} if with_count else {"skipTotal": 1}
+        )
+        return f"/api/collections/{OWNED}/records?{urllib.parse.urlencode(query)}"
+
+    def password_hashing(self) -> str:
+        status, body = http_json(
+            "GET", self.base_url + "/api/collections/users", None, self._auth()
+        )
+        cost = (
+            next(
+                (f.get("cost") for f in body.get("fields", []) if f.get("name") == "password"), None
+            )
+            if status == 200
+            else None
+        )
+        rows = sqlite_read(self.data_dir / "data.db", "SELECT password FROM users LIMIT 1")
+        stored = str(rows[0][0]) if rows else ""
+        match = re.match(r"\$(2[abxy]?)\$(\d+)\$", stored)
+        if not match:
+            return f"not determined (stored hash starts {stored[:7]!r})"
+        setting = f"; its `users` password field has cost {cost}" if cost is not None else ""
+        if cost == 0:
+            setting += " (0 = Go's bcrypt.DefaultCost)"
+        return (
+            f"bcrypt, cost {int(match.group(2))} (read from a stored hash: "
+            f"`{match.group(0)}…`{setting})"
+        )
+
+    # ---- files
+
+    def setup_download(self, content: bytes) -> str:
+        file_field = {"name": "file", "type": "file", "maxSelect": 1, "maxSize": 2 * len(content)}
+        self._create_collection(
+            "media",
+            [{"name": "name", "type": "text"}, file_field],
+            {"listRule": "", "viewRule": ""},
+        )
+        ctype, body = multipart_body([("name", "download.bin")], "file", "download.bin", content)
+        status, raw = http_raw(
+            "POST",
+            self.base_url + "/api/collections/media/records",
+            body,
+            self._auth() | {"Content-Type": ctype},
+        )
+        record = parse_json(raw)
+        self.check_ok("upload of the (i) file", status, record, (200,))
+        return f"/api/files/media/{record['id']}/{record['file']}"
+
+    def setup_uploads(self) -> None:
+        file_field = {"name": "file", "type": "file", "maxSelect": 1, "maxSize": 2 * 1024 * 1024}
+        self._create_collection(
+            "uploads",
+            [{"name": "name", "type": "text"}, file_field],
+            {"createRule": ""},  # anyone may create; list/view: superusers only
+        )
+
+    def upload_request(self, content: bytes) -> tuple[str, str, bytes]:
+        ctype, body = multipart_body([("name", UPLOAD_NAME)], "file", UPLOAD_NAME, content)
+        return "/api/collections/uploads/records", ctype, body
+
+    def count_uploads(self) -> int:
+        status, body = http_json(
+            "GET", f"{self.base_url}/api/collections/uploads/records?perPage=1", None, self._auth()
+        )
+        self.check_ok("count uploads", status, body, (200,))
+        return int(body["totalItems"])
+
+    def delete_uploads(self) -> int:
+        deleted = 0
+        while True:
+            status, body = http_json(
+                "GET",
+                f"{self.base_url}/api/collections/uploads/records?perPage={SEED_BATCH}"
+                "&fields=id&skipTotal=1",
+                None,
+                self._auth(),
+            )
+            self.check_ok("list uploads", status, body, (200,))
+            ids = [str(r["id"]) for r in body["items"]]
+            if not ids:
+                return deleted
+            batch = {
+                "requests": [
+                    {"method": "DELETE", "url": f"/api/collections/uploads/records/{i}"}
+                    for i in ids
+                ]
+            }
+            status, body = http_json("POST", self.base_url + "/api/batch", batch, self._auth())
+            self.check_ok("batch delete of uploads", status, body, (200,))
+            deleted += len(ids)
+
+    def blob_dirs(self) -> list[Path]:
+        return [self.data_dir / "storage"]
 
     def version(self) -> str:
         proc = subprocess.run(
@@ -470,6 +780,7 @@ class Backpack(Server):
         self.executable = executable
         self.secret_key = "bpk_" + secrets.token_hex(32)
         self._cmd: list[str] = []
+        self.settings_note: list[str] = []
 
     def start(self, extra_args: Sequence[str] = ()) -> None:
         self.port = free_port()
@@ -485,29 +796,40 @@ class Backpack(Server):
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.secret_key}"}
 
-    def setup(self) -> None:
+    FIELDS = {
+        "title": {"type": "string"},
+        "score": {"type": "integer"},
+        "done": {"type": "boolean"},
+    }
+
+    def _create_collection(self, name: str, rules: dict[str, Any], indexes: list[Any]) -> None:
         collection = {
-            "name": COLLECTION,
-            "schema": {
-                "fields": {
-                    "title": {"type": "string"},
-                    "score": {"type": "integer"},
-                    "done": {"type": "boolean"},
-                }
-            },
-            "rules": {"list": True, "read": True, "create": True, "update": True, "delete": True},
-            "indexes": [{"fields": ["score"]}],
+            "name": name,
+            "schema": {"fields": self.FIELDS},
+            "rules": rules,
+            "indexes": indexes,
         }
         status, body = http_json(
             "POST", self.base_url + "/api/collections", collection, self._auth()
         )
-        self.check_ok("POST /api/collections", status, body, (200, 201))
+        self.check_ok(f"POST /api/collections ({name})", status, body, (200, 201))
 
-    def seed(self, records: list[dict[str, Any]]) -> list[str]:
+    def _settings(self, patch: dict[str, Any]) -> None:
+        status, body = http_json("PATCH", self.base_url + "/api/settings", patch, self._auth())
+        self.check_ok("PATCH /api/settings", status, body, (200,))
+
+    def setup(self) -> None:
+        self._create_collection(
+            COLLECTION,
+            {"list": True, "read": True, "create": True, "update": True, "delete": True},
+            [{"fields": ["score"]}],
+        )
+
+    def seed(self, records: list[dict[str, Any]], collection: str = COLLECTION) -> list[str]:
         ids: list[str] = []
         for start in range(0, len(records), SEED_BATCH):
             chunk = records[start : start + SEED_BATCH]
-            ops = [{"op": "create", "collection": COLLECTION, "data": r} for r in chunk]
+            ops = [{"op": "create", "collection": collection, "data": r} for r in chunk]
             status, body = http_json(
                 "POST", self.base_url + "/api/batch", {"ops": ops}, self._auth()
             )
@@ -558,16 +880,137 @@ class Backpack(Server):
     def load_create(self) -> Load:
         return Load(self.base_url + "/", CREATE_LUA, (self.RECORDS,))
 
+    # ---- auth
+
+    login_path = "/api/auth/login"
+
+    def prepare_auth(self) -> None:
+        # Sign-in is rate limited per IP and per account by default (10 a minute); every
+        # request of the load comes from 127.0.0.1. PocketBase's rate limiter is off by default.
+        self._settings({"rate_limits": {"auth_per_minute": 0}})
+        self.settings_note.append("sign-in rate limit off (rate_limits.auth_per_minute=0)")
+
+    def create_user(self, email: str, password: str) -> str:
+        user = {"email": email, "password": password, "verified": True}
+        status, body = http_json("POST", self.base_url + "/api/users", user, self._auth())
+        self.check_ok(f"create user {email}", status, body, (200, 201))
+        return str(body["id"])
+
+    def login_body(self, email: str, password: str) -> dict[str, str]:
+        return {"email": email, "password": password}
+
+    def authorization(self, token: str) -> str:
+        return f"Bearer {token}"
+
+    def setup_owned(self) -> None:
+        # Every Backpack collection gets an index on `owner`, which the rule filters on.
+        owner = {"owner": "@auth.id"}
+        rules = {"list": owner, "read": owner, "create": None, "update": None, "delete": None}
+        self._create_collection(OWNED, rules, [])
+
+    def owned_list_path(self, with_count: bool) -> str:
+        query: dict[str, Any] = {"sort": OWNED_SORT, "limit": LIST_LIMIT}
+        if with_count:
+            query["count"] = "true"
+        return f"/api/collections/{OWNED}/records?{urllib.parse.urlencode(query)}"
+
+    def password_hashing(self) -> str:
+        db = self.data_dir / "backpack.db"
+        found = ""
+        for (table,) in sqlite_read(db, "SELECT tbl FROM _collections WHERE name = '_passwords'"):
+            for (doc,) in sqlite_read(db, f'SELECT doc FROM "{table}" LIMIT 1'):
+                raw = doc if isinstance(doc, bytes) else str(doc).encode()
+                match = re.search(rb"\$argon2id\$v=\d+\$m=(\d+),t=(\d+),p=(\d+)", raw)
+                if match:
+                    m, t, par = (int(x) for x in match.groups())
+                    found = (
+                        f"argon2id, m={m} KiB ({m / 1024:g} MiB), t={t}, p={par} (read from a "
+                        f"stored hash: `{match.group(0).decode()}$…`)"
+                    )
+        return found or "not determined (no argon2id hash found in backpack.db)"
+
+    # ---- files
+
+    def setup_download(self, content: bytes) -> str:
+        ctype, body = multipart_body(
+            [("bucket", "default"), ("name", "download.bin"), ("public", "true")],
+            "file",
+            "download.bin",
+            content,
+        )
+        status, raw = http_raw(
+            "POST", self.base_url + "/api/files", body, self._auth() | {"Content-Type": ctype}
+        )
+        meta = parse_json(raw)
+        self.check_ok("upload of the (i) file", status, meta, (200, 201))
+        return f"/api/files/{meta['id']}/content"
+
+    def put_bucket(self, name: str, rules: dict[str, Any]) -> None:
+        status, body = http_json(
+            "PUT", f"{self.base_url}/api/buckets/{name}", {"rules": rules}, self._auth()
+        )
+        self.check_ok(f"PUT /api/buckets/{name}", status, body, (200, 201))
+
+    def setup_uploads(self) -> None:
+        self.put_bucket(
+            "bench", {"create": True, "list": None, "read": None, "update": None, "delete": None}
+        )
+
+    def upload_request(self, content: bytes) -> tuple[str, str, bytes]:
+        fields = [("bucket", "bench"), ("name", UPLOAD_NAME), ("public", "false")]
+        ctype, body = multipart_body(fields, "file", UPLOAD_NAME, content)
+        return "/api/files", ctype, body
+
+    def count_uploads(self) -> int:
+        status, body = http_json(
+            "GET", f"{self.base_url}/api/files?bucket=bench&limit=1&count=true", None, self._auth()
+        )
+        self.check_ok("count uploads", status, body, (200,))
+        return int(body["total"])
+
+    def delete_uploads(self) -> int:
+        ids: list[str] = []
+        query = {"bucket": "bench", "limit": 1000, "fields": "id"}
+        while True:
+            url = f"{self.base_url}/api/files?{urllib.parse.urlencode(query)}"
+            status, body = http_json("GET", url, None, self._auth())
+            self.check_ok("list uploads", status, body, (200,))
+            ids += [str(r["id"]) for r in body["items"]]
+            if not body.get("next"):
+                break
+            query["after"] = body["next"]
+
+        def delete(file_id: str) -> None:
+            status, body = http_json(
+                "DELETE", f"{self.base_url}/api/files/{file_id}", None, self._auth()
+            )
+            self.check_ok("delete an upload", status, body, (200, 204))
+
+        with ThreadPoolExecutor(SETUP_THREADS) as pool:
+            list(pool.map(delete, ids))
+        return len(ids)
+
+    def blob_dirs(self) -> list[Path]:
+        return [self.data_dir / "blobs"]
+
+    # ---- (k): one big upload, streamed
+
+    def set_upload_limit(self, limit: int) -> None:
+        self._settings({"limits": {"upload_bytes": limit}})
+        self.settings_note.append(f"upload limit {limit} bytes for (k) (limits.upload_bytes)")
+
     def version(self) -> str:
         return f"backpack-baas {_dist_version('backpack-baas')}"
 
     def durability(self) -> str:
         files = ", ".join(f"{k}: {v}" for k, v in self.journal_modes().items()) or "none seen"
         status, body = http_json("GET", self.base_url + "/api/health", timeout=10)
+        settings = "; ".join(self.settings_note) or "defaults"
         return (
             f"Journal mode read from the database files' headers: {files}. "
             f"`GET /api/health` says: `{_short(body, 300)}` (HTTP {status}); "
-            "synchronous is per connection, so only the server can report it."
+            "synchronous is per connection, so only the server can report it. "
+            f"Settings: {settings}."
         )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +17,14 @@ LUA_DIR = Path(__file__).resolve().parent / "lua"
 GET_BY_ID_LUA = LUA_DIR / "get_by_id.lua"
 CREATE_LUA = LUA_DIR / "create.lua"
 FIXED_LUA = LUA_DIR / "fixed.lua"
+AUTH_GET_LUA = LUA_DIR / "auth_get.lua"
+LOGIN_LUA = LUA_DIR / "login.lua"
+UPLOAD_LUA = LUA_DIR / "upload.lua"
+
+# Placeholders in Load.script_args that run_wrk fills in per invocation.
+THREADS_ARG = "{threads}"  # the number of wrk threads
+RUN_ARG = "{run}"  # a string unique to this wrk invocation
+_INVOCATIONS = itertools.count(1)
 
 INSTALL_HINT = "apt-get install -y wrk"
 _MARKER = "BENCH_JSON "
@@ -26,7 +36,10 @@ class WrkError(RuntimeError):
 
 @dataclass(frozen=True)
 class Load:
-    """What one wrk run sends: a base URL, a Lua script and its arguments."""
+    """What one wrk run sends: a base URL, a Lua script and its arguments.
+
+    `{threads}` and `{run}` in script_args are replaced when wrk starts (see run_wrk).
+    """
 
     url: str
     script: Path
@@ -104,7 +117,14 @@ def run_wrk(
         load.url,
     ]
     if load.script_args:
-        cmd += ["--", *load.script_args]
+        run_id = f"{os.getpid():x}.{next(_INVOCATIONS)}"
+        cmd += [
+            "--",
+            *(
+                a.replace(THREADS_ARG, str(threads)).replace(RUN_ARG, run_id)
+                for a in load.script_args
+            ),
+        ]
     try:
         proc = subprocess.run(
             cmd,

@@ -52,9 +52,14 @@ class RunningServer:
 
 
 def start_server(
-    data_dir: Path, *, key: str | None = None, env: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    key: str | None = None,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> RunningServer:
-    port = free_port()
+    """A real server on a loopback port (`port` to restart one where clients expect it)."""
+    port = port or free_port()
     environ = {**os.environ, **(env or {})}
     if key is not None:
         environ["BACKPACK_SECRET_KEY"] = key

@@ -26,7 +26,9 @@ from backpack.api.routes import (
     health,
     meta,
     oauth,
+    realtime,
     records,
+    sdk,
     settings,
     users,
 )
@@ -92,6 +94,8 @@ class BackpackApp:
         self.routes += users.routes(ctx)
         self.routes += files.routes(ctx)
         self.routes += settings.routes(ctx)
+        self.routes += realtime.routes(ctx)
+        self.routes += sdk.routes(ctx)
         self.routes += meta.routes(ctx, self._route_table)
         self.router = Router(self.routes)
 
@@ -105,7 +109,10 @@ class BackpackApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
+            if scope["path"] == realtime.PATH:
+                await realtime.serve(self.ctx, scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope)

@@ -15,6 +15,7 @@ from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
 from backpack.errors import Forbidden, Unauthorized
 from backpack.files.service import FilesService
+from backpack.realtime.hub import RealtimeHub
 from backpack.types import JSON
 
 SESSION_COOKIE = "bp_session"
@@ -40,6 +41,7 @@ class InstanceContext:
     auth: AuthService
     settings: SettingsService
     files: FilesService
+    realtime: RealtimeHub
     secret_key: str
     limits: Limits = field(default_factory=Limits)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -49,8 +51,10 @@ class InstanceContext:
         await self.settings.open()
         await self.auth.open()
         await self.files.open()
+        await self.realtime.open()
 
     async def close(self) -> None:
+        await self.realtime.close()
         await self.files.close()
         await self.data.close()
 

@@ -14,6 +14,7 @@ from backpack.cli.users import users
 from backpack.errors import BackpackError
 
 console = Console(stderr=True)
+REALTIME_MAX_FRAME = 128 * 1024  # uvicorn's cap; the endpoint answers >64 KiB with 1009
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,6 +87,10 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
         lifespan="on",
         loop="uvloop",
         http="httptools",
+        # Realtime sends one small message to many sockets: compressing each one per
+        # subscriber costs more than it saves, and hides slow consumers behind zlib.
+        ws_per_message_deflate=False,
+        ws_max_size=REALTIME_MAX_FRAME,
     )
 
 

@@ -80,7 +80,7 @@ def parse_list_params(params: Mapping[str, str], *, limit_cap: int = MAX_LIMIT) 
         where = parse_filter(jsonutil.normalize(value))
 
     sort: list[IndexKey] = []
-    for item in _paths(params.get("sort") or "id", "sort", MAX_SORT_KEYS):
+    for item in _paths(params.get("sort") or "", "sort", MAX_SORT_KEYS) or ["id"]:
         descending = item.startswith("-")
         try:
             path = parse_path(item.lstrip("-+"), "sort")

@@ -12,10 +12,13 @@ from backpack.api.app import BackpackApp
 from backpack.api.context import InstanceContext
 from backpack.auth.service import AuthService
 from backpack.blobs import open_blob_store
+from backpack.bus import open_bus
 from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
 from backpack.errors import BadRequest
 from backpack.files.service import FilesService
+from backpack.realtime.connection import RealtimeLimits
+from backpack.realtime.hub import RealtimeHub
 from backpack.storage.sqlite.adapter import SqliteStorage
 
 SECRET_KEY_ENV = "BACKPACK_SECRET_KEY"
@@ -72,8 +75,16 @@ def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:
     auth = AuthService(data, settings)
     blobs = open_blob_store(os.environ.get(FILES_URL_ENV) or str(data_dir / BLOBS_DIR))
     files = FilesService(data, blobs, settings, signing_key=secret_key.encode())
+    realtime = RealtimeHub(
+        data, auth, files, settings, open_bus(), secret_key, RealtimeLimits.from_env()
+    )
     return InstanceContext(
-        data=data, auth=auth, settings=settings, files=files, secret_key=secret_key
+        data=data,
+        auth=auth,
+        settings=settings,
+        files=files,
+        realtime=realtime,
+        secret_key=secret_key,
     )
 
 

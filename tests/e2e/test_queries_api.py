@@ -273,3 +273,11 @@ def test_concurrent_listing_while_writing(admin: httpx.Client, collection_name: 
         assert list(writes) == [201] * 64
     assert totals == sorted(totals)
     assert listing(admin, collection_name, count="true")["total"] == 64
+
+
+def test_blank_sort_means_the_default(admin: httpx.Client, collection_name: str) -> None:
+    make_collection(admin, collection_name)
+    seed(admin, collection_name, [{"n": 1}, {"n": 2}])
+    for blank in ["\x1c", " ", ",", ""]:
+        page = listing(admin, collection_name, sort=blank)
+        assert len(page["items"]) == 2
