@@ -1,7 +1,8 @@
 """GET /api/sdk.js: the JavaScript SDK as an ES module.
 
-The canonical source is sdks/js/src/index.js; a copy ships inside the Python
-package as backpack/sdk/index.js (tests/unit/test_sdk_copy.py keeps them equal).
+The one source is sdks/js/src/index.js. A wheel carries it as
+backpack/sdk/index.js (pyproject's force-include); a checkout, or an editable
+install, reads it where it is.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from pathlib import Path
 from backpack.api.context import InstanceContext
 from backpack.api.http import Request, Response, Route
 
-SDK_PATH = Path(__file__).resolve().parent.parent.parent / "sdk" / "index.js"
+_PACKAGE = Path(__file__).resolve().parents[2]
+SDK_PATHS = (_PACKAGE / "sdk" / "index.js", _PACKAGE.parent / "sdks" / "js" / "src" / "index.js")
 CONTENT_TYPE = b"text/javascript; charset=utf-8"
 
 
 def routes(ctx: InstanceContext) -> list[Route]:
-    source = SDK_PATH.read_bytes()
+    source = next(path for path in SDK_PATHS if path.is_file()).read_bytes()
     etag = f'"{hashlib.sha256(source).hexdigest()[:32]}"'
     headers = [
         (b"etag", etag.encode()),
