@@ -31,6 +31,7 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.realtime
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
