@@ -24,6 +24,12 @@ from backpack.types import JSON, JSONObject, Path
 
 COLLECTION_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 SYSTEM_FIELDS: Final = ("id", "created", "updated", "owner", "version")
+SYSTEM_FIELD_TYPES: Final[Mapping[str, str]] = {
+    "created": "string",
+    "updated": "string",
+    "owner": "string",
+    "version": "number",
+}
 RULE_OPERATIONS: Final = ("list", "read", "create", "update", "delete")
 MAX_INDEXES: Final = 32
 _PATH_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*|\d{1,4}")
@@ -212,7 +218,8 @@ class Collection:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "compiled_rules", {op: _compile_rule(self.rules[op]) for op in RULE_OPERATIONS})
-        set_(self, "field_types", scalar_field_types(self.schema))
+        # System fields have known kinds too, so rules on `owner` can use its index.
+        set_(self, "field_types", {**scalar_field_types(self.schema), **SYSTEM_FIELD_TYPES})
         set_(self, "relations", relation_fields(self.schema))
 
     def all_indexes(self) -> tuple[IndexDef, ...]:

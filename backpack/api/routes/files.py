@@ -37,6 +37,7 @@ from backpack.types import JSON, Document, JSONObject
 FILE_ID = Param("id", "path", {"type": "string"}, "File id", required=True)
 BUCKET = Param("name", "path", {"type": "string"}, "Bucket name", required=True)
 _MAX_THUMB_SOURCE = 64 * 1024 * 1024
+_READ_CHUNK = 1024 * 1024  # fewer thread hops per download; one chunk per request in memory
 
 
 def _parse_bool(text: str | None, field: str) -> bool:
@@ -191,7 +192,7 @@ def routes(ctx: InstanceContext) -> list[Route]:
             headers.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
         if request.method == "HEAD" or end == start:
             return Response(status, b"", mime.encode(), headers)
-        stream = await files.blobs.read(download.key, start, end)
+        stream = await files.blobs.read(download.key, start, end, chunk_size=_READ_CHUNK)
         return Response(status, b"", mime.encode(), headers, stream, end - start)
 
     async def thumbnail(request: Request, download: Download, spec_text: str) -> Response:
