@@ -210,37 +210,34 @@ class LocalBlobStore:
     ) -> AsyncIterator[bytes]:
         path = self.blob_path(key)
         check_range(start, end, chunk_size)
-        size = await self.size(key)
-        if size is None:
-            raise NotFound("The file does not exist.")
-        stop = size if end is None else min(end, size)
-        return self._stream(path, start, stop, chunk_size)
-
-    async def _stream(
-        self, path: Path, start: int, stop: int, chunk_size: int
-    ) -> AsyncIterator[bytes]:
-        if start >= stop:
-            return
-        # Opened on the first chunk, so a stream never iterated holds no descriptor; once
-        # open, the descriptor keeps the bytes readable even if the blob is deleted meanwhile.
+        # Open, measure and read the first chunk in one trip to a worker thread: a small
+        # download then costs a single hop. The open descriptor keeps the bytes readable
+        # even if the blob is deleted while the stream is being sent.
         try:
-            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+            fd, stop, first = await asyncio.to_thread(_open_and_read, path, start, end, chunk_size)
         except FileNotFoundError:
             raise NotFound("The file does not exist.") from None
         except OSError as exc:
             raise _unavailable("read a file", exc) from exc
+        return self._stream(_Descriptor(fd), start, stop, chunk_size, first)
+
+    async def _stream(
+        self, fd: _Descriptor, start: int, stop: int, chunk_size: int, first: bytes
+    ) -> AsyncIterator[bytes]:
         try:
-            position = start
-            while position < stop:
+            if first:
+                yield first
+            position = start + len(first)
+            while position < stop and fd.number >= 0:
                 data = await self._disk(
-                    "read a file", os.pread, fd, min(chunk_size, stop - position), position
+                    "read a file", os.pread, fd.number, min(chunk_size, stop - position), position
                 )
                 if not data:
                     break
                 position += len(data)
                 yield data
         finally:
-            os.close(fd)
+            fd.close()
 
     async def size(self, key: str) -> int | None:
         path = self.blob_path(key)
@@ -306,3 +303,36 @@ class LocalBlobStore:
                 except FileNotFoundError:
                     continue  # deleted while we walked
         return total
+
+
+def _open_and_read(
+    path: Path, start: int, end: int | None, chunk_size: int
+) -> tuple[int, int, bytes]:
+    """(descriptor, or -1 when the first chunk is all, where the stream stops, the first chunk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        stop = size if end is None else min(end, size)
+        first = os.pread(fd, min(chunk_size, stop - start), start) if start < stop else b""
+    except BaseException:
+        os.close(fd)
+        raise
+    if start + len(first) >= stop:
+        os.close(fd)
+        fd = -1
+    return fd, stop, first
+
+
+class _Descriptor:
+    """An open file descriptor that is closed even if its stream is never iterated."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def close(self) -> None:
+        if self.number >= 0:
+            os.close(self.number)
+            self.number = -1
+
+    def __del__(self) -> None:
+        self.close()
