@@ -104,7 +104,8 @@ class _CachedSession:
     caller: Caller
     expires: datetime
     refresh_at: datetime
-    cached_at: float
+    valid_until: float  # time.monotonic() after which the session is looked up again
+    key: str
 
 
 class AuthService:
@@ -195,17 +196,16 @@ class AuthService:
 
     async def authenticate(self, token: str) -> Caller:
         """The caller a `bps_` session token stands for; 401 when unknown, expired or revoked."""
+        # The hot path (every request) is one dict lookup and one clock read; the
+        # session's own expiry and sliding refresh are at least a second away by design.
+        cached = self._cache.get(token)
+        if cached is not None and time.monotonic() < cached.valid_until:
+            return cached.caller
         if not token.startswith(SESSION) or len(token) > 100:
             raise Unauthorized("The session token is invalid or has expired.")
         key = token_hash(token)
         now = datetime.now(UTC)
-        cached = self._cache.get(key)
-        if cached is not None and time.monotonic() - cached.cached_at < _CACHE_SECONDS:
-            if cached.expires > now:
-                if cached.refresh_at <= now:
-                    await self._slide(key, cached)
-                return cached.caller
-            self._cache.pop(key, None)
+        self._cache.pop(token, None)
         session = await self._get(SESSIONS, key)
         if session is None or _parse_time(str(session["expires"])) <= now:
             raise Unauthorized("The session token is invalid or has expired.")
@@ -217,13 +217,17 @@ class AuthService:
             caller,
             _parse_time(str(session["expires"])),
             _parse_time(str(session["seen"])) + _REFRESH_AFTER,
-            time.monotonic(),
+            time.monotonic() + _CACHE_SECONDS,
+            key,
         )
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[key] = entry
         if entry.refresh_at <= now:
             await self._slide(key, entry)
+        # Never cached past the session's own end, so expiry needs no check on the hot path.
+        remaining = (entry.expires - datetime.now(UTC)).total_seconds()
+        entry.valid_until = min(entry.valid_until, time.monotonic() + max(0.0, remaining))
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[token] = entry
         return caller
 
     async def _slide(self, key: str, entry: _CachedSession) -> None:
@@ -233,7 +237,6 @@ class AuthService:
         for _ in range(3):
             session = await self._get(SESSIONS, key)
             if session is None:
-                self._cache.pop(key, None)
                 return
             expires = now + timedelta(days=self.settings.session_ttl_days)
             version = int(str(session["version"]))
@@ -249,12 +252,13 @@ class AuthService:
             return
 
     def _forget(self, *, user_id: str | None = None, key: str | None = None) -> None:
-        if key is not None:
-            self._cache.pop(key, None)
-        if user_id is not None:
-            for cached_key, entry in list(self._cache.items()):
-                if entry.caller.user is not None and entry.caller.user.get("id") == user_id:
-                    self._cache.pop(cached_key, None)
+        """Drop cached sessions (by token hash, or all of a user's) so the next use rechecks."""
+        for token, entry in list(self._cache.items()):
+            user = entry.caller.user
+            if entry.key == key or (
+                user_id is not None and user is not None and user.get("id") == user_id
+            ):
+                self._cache.pop(token, None)
         for listener in list(self.session_listeners):
             listener(user_id, key)
 
