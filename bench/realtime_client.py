@@ -29,6 +29,7 @@ import resource
 import struct
 import sys
 import time
+from abc import ABC, abstractmethod
 from typing import Any, cast
 
 import orjson
@@ -76,7 +77,7 @@ class Sink:
         self.close_reasons[reason] = self.close_reasons.get(reason, 0) + 1
 
 
-class Conn(asyncio.Protocol):
+class Conn(asyncio.Protocol, ABC):
     """Shared parts: the handshake, a per-connection count, the sink."""
 
     def __init__(self, sink: Sink, ready: asyncio.Future[None]) -> None:
@@ -93,8 +94,9 @@ class Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.transport.write(self.request())
 
+    @abstractmethod
     def request(self) -> bytes:
-        raise NotImplementedError
+        """The HTTP request that opens this kind of stream."""
 
     def fail(self, reason: str) -> None:
         if not self.ready.done():
@@ -122,11 +124,13 @@ class Conn(asyncio.Protocol):
                 return
         self.feed(time.time())
 
+    @abstractmethod
     def accept(self, head: str) -> bool:
-        raise NotImplementedError
+        """Whether the response head opens the stream (else fail)."""
 
+    @abstractmethod
     def feed(self, now: float) -> None:
-        raise NotImplementedError
+        """Consume `self.buf`: frames or events received at `now`."""
 
 
 class WsConn(Conn):

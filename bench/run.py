@@ -670,7 +670,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
         runs: list[Run] = report["runs"]
         rounds = range(1, args.rounds + 1)
         # Group after group (records, auth, files), each set up just before its load, so a
-        # group's memory is not what an earlier group's setup left; within a group, reads
+        # group's memory does not include a later group's setup; within a group, reads
         # first (all rounds), then sign-ins, creates, uploads.
         groups = [g for g in GROUPS if any(s.group == g for s in scenarios)]
         schedule = [
@@ -938,15 +938,21 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         if s.kind == "session" and s.key in ran:
             anon = median_rps(runs, s.key, "backpack", "anonymous")
             authed = median_rps(runs, s.key, "backpack", "session")
-            value = overhead_pct(anon, authed)
-            per_round = []
-            for rnd in range(1, args.rounds + 1):
-                x = overhead_pct(
-                    round_rps(runs, s.key, rnd, "backpack", "anonymous"),
-                    round_rps(runs, s.key, rnd, "backpack", "session"),
+            # Paired: the two variants of a round run back to back, so the median of the
+            # per-round overheads cancels slow drifts that a ratio of medians would not.
+            overheads = [
+                x
+                for rnd in range(1, args.rounds + 1)
+                if (
+                    x := overhead_pct(
+                        round_rps(runs, s.key, rnd, "backpack", "anonymous"),
+                        round_rps(runs, s.key, rnd, "backpack", "session"),
+                    )
                 )
-                if x is not None:
-                    per_round.append(f"{x:.1f} %")
+                is not None
+            ]
+            value = statistics.median(overheads) if overheads else None
+            per_round = [f"{x:.1f} %" for x in overheads]
             met = (
                 "—"
                 if value is None
@@ -956,7 +962,8 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
                 "n/a"
                 if value is None
                 else (
-                    f"{value:.1f} % (anonymous {anon:.0f} req/s, with a session {authed:.0f} req/s)"
+                    f"{value:.1f} % (median of the rounds; medians: anonymous {anon:.0f} req/s, "
+                    f"with a session {authed:.0f} req/s)"
                 )
             )
             cost = {v: cpu_us_per_request(runs, s.key, "backpack", v) for v in SESSION_VARIANTS}
@@ -1216,7 +1223,8 @@ def method_notes(args: argparse.Namespace, ran: set[str]) -> list[str]:
             "- (g) Backpack only: (a)'s GET on `items`, through the same script and the same "
             "sequence of ids, once without a token and once with a user's `bps_` token; the "
             "order of the two alternates per round. Overhead = (anonymous - with session) / "
-            "anonymous of the median requests/s.",
+            "anonymous requests/s of each round (a pair run back to back); the result is the "
+            "median over the rounds.",
             "- (h): `POST` the sign-in endpoint (Backpack `/api/auth/login {email, password}`, "
             "PocketBase `/api/collections/users/auth-with-password {identity, password}`) with "
             "correct passwords of random users (bench/lua/login.lua). Backpack's sign-in rate "
