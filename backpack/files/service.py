@@ -329,7 +329,9 @@ class FilesService:
         chunks: AsyncIterator[bytes],
     ) -> Document:
         check_collection_name(bucket_name)
-        bucket = self._bucket_for_write(caller, bucket_name)
+        if caller.is_admin and bucket_name not in self._buckets and bucket_name != DEFAULT_BUCKET:
+            await self.put_bucket(caller, bucket_name, {})  # like collections: made on first write
+        bucket = self._bucket(bucket_name)
         rules = self._rules(bucket)
         rule_filter(
             caller, rules["create"], "create", f"bucket {bucket_name}"
@@ -359,14 +361,6 @@ class FilesService:
             await self.storage.apply([Insert(FILES, str(doc["id"]), 1, jsonutil.dumps_str(doc))])
         self.data.events.publish([RecordEvent(FILES, "create", doc)])
         return doc
-
-    def _bucket_for_write(self, caller: Caller, name: str) -> Bucket:
-        try:
-            return self._bucket(name)
-        except NotFound:
-            if not caller.is_admin:
-                raise
-            return _default_bucket(name)
 
     async def _write(
         self, caller: Caller, file_id: str, change: Mapping[str, JSON], if_match: int | None

@@ -397,3 +397,14 @@ def test_admin_sees_all_files_and_bucket_list(
     assert "default" in names and bucket in names
     assert admin.get(f"/api/buckets/{bucket}").json()["name"] == bucket
     error_of(httpx.get(server.url + "/api/buckets", headers=headers), 403, "forbidden")
+
+
+def test_secret_key_upload_creates_the_bucket(server: RunningServer, admin: httpx.Client) -> None:
+    name = "new_" + secrets.token_hex(4)
+    key = {"Authorization": f"Bearer {server.key}"}
+    stored = upload(server, key, b"made by the key", bucket=name)
+    assert stored.status_code == 201, stored.text
+    file_id = stored.json()["id"]
+    assert admin.get(f"/api/buckets/{name}").json()["rules"]["read"] == {"owner": "@auth.id"}
+    assert admin.get(f"/api/files/{file_id}").status_code == 200
+    assert admin.delete(f"/api/files/{file_id}").status_code == 204
