@@ -86,10 +86,10 @@ def start_server(
     return RunningServer(url, key or "", data_dir, process, log_path)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def shared_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+    """A server many tests share; fails the suite if it ever logged a traceback."""
     key = "bpk_" + secrets.token_urlsafe(32)
-    running = start_server(tmp_path_factory.mktemp("backpack") / "data", key=key)
+    running = start_server(data_dir, key=key, env=env)
     # Every test talks from 127.0.0.1: auth rate limits are tested on servers of their own.
     httpx.patch(
         running.url + "/api/settings",
@@ -99,6 +99,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     yield running
     running.stop()
     assert "Traceback" not in running.log(), running.log()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    yield from shared_server(tmp_path_factory.mktemp("backpack") / "data")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import RunningServer, start_server
+from tests.conftest import RunningServer, shared_server, start_server
 from tests.e2e.helpers import ALL_TRUE
 
 OWNER = {"owner": "@auth.id"}
@@ -33,22 +33,12 @@ SIGNED_IN = {"@auth": {"$ne": None}}
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    key = "bpk_" + secrets.token_urlsafe(32)
     # Credentials are re-checked every second here, so revocations made by another
     # process (the CLI) show quickly; everything else uses the defaults.
-    running = start_server(
+    yield from shared_server(
         tmp_path_factory.mktemp("realtime") / "data",
-        key=key,
         env={"BACKPACK_REALTIME_RECHECK_SECONDS": "1"},
     )
-    httpx.patch(
-        running.url + "/api/settings",
-        json={"rate_limits": {"auth_per_minute": 0}},
-        headers={"Authorization": f"Bearer {key}"},
-    ).raise_for_status()
-    yield running
-    running.stop()
-    assert "Traceback" not in running.log(), running.log()
 
 
 @pytest.fixture

@@ -249,7 +249,7 @@ def test_text_cut_inside_a_character_is_still_text() -> None:
         (b"\xc3\x28 invalid utf-8", None),
         (b"text with \x01\x02\x03\x04\x05 many controls", "x.csv"),
         (b"\x00\x00\x01\x00\x00\x00", "favicon.ico"),
-        (b"RIFF\x24\x00\x00\x00XXXX", None),
+        (b"RIFF\x24\x00\x00\x00ABCD", None),  # a RIFF of no known form
         (b"\xff\xfb\xf0\x64 not an mp3 frame: bitrate 15", None),
         (b"\xff\xfb\x90\x64" + b"\x00" * 413 + b"no second frame", None),
         (b"\xff\xfd\x90\x64 layer II is not mp3", None),
