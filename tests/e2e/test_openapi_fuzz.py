@@ -5,19 +5,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, shared_server
 from tests.e2e.helpers import make_collection
 
 
-def test_schemathesis_finds_nothing(
-    server: RunningServer, admin: httpx.Client, tmp_path: Path
-) -> None:
-    make_collection(admin, "items", indexes=[{"fields": ["n"]}])
-    admin.post("/api/collections/items/records", json={"id": "seed", "n": 1})
+@pytest.fixture
+def fuzzed(tmp_path: Path) -> Iterator[RunningServer]:
+    # A server of its own: the fuzzer changes settings and buckets (even `default`).
+    yield from shared_server(tmp_path / "data")
+
+
+def test_schemathesis_finds_nothing(fuzzed: RunningServer, tmp_path: Path) -> None:
+    server = fuzzed
+    with server.client() as admin:
+        make_collection(admin, "items", indexes=[{"fields": ["n"]}])
+        admin.post("/api/collections/items/records", json={"id": "seed", "n": 1})
     st = Path(sys.executable).with_name("st")
     result = subprocess.run(
         [
