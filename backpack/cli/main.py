@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.panel import Panel
 
 from backpack import __version__
+from backpack.cli.server import uvicorn_options
 from backpack.cli.users import users
 from backpack.errors import BackpackError
 
 console = Console(stderr=True)
-REALTIME_MAX_FRAME = 128 * 1024  # uvicorn's cap; the endpoint answers >64 KiB with 1009
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,22 +76,7 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
             )
         )
     console.print(f"Backpack {__version__} serving {data_dir} at http://{host}:{port}/api")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        lifespan="on",
-        loop="uvloop",
-        http="httptools",
-        # Realtime sends one small message to many sockets: compressing each one per
-        # subscriber costs more than it saves, and hides slow consumers behind zlib.
-        ws_per_message_deflate=False,
-        ws_max_size=REALTIME_MAX_FRAME,
-    )
+    uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level))
 
 
 cli.add_command(users)

@@ -1,0 +1,24 @@
+"""How Backpack runs uvicorn: one place for the options every `backpack serve*` command shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+REALTIME_MAX_FRAME = 128 * 1024  # uvicorn's cap; the endpoint answers >64 KiB with 1009
+
+
+def uvicorn_options(log_level: str) -> dict[str, Any]:
+    """Keyword arguments for `uvicorn.run` / `uvicorn.Config`, apart from the app and address."""
+    return {
+        "log_level": log_level,
+        "access_log": False,
+        "server_header": False,
+        "date_header": False,
+        "lifespan": "on",
+        "loop": "uvloop",
+        "http": "httptools",
+        # Realtime sends one small message to many sockets: compressing each one per
+        # subscriber costs more than it saves, and hides slow consumers behind zlib.
+        "ws_per_message_deflate": False,
+        "ws_max_size": REALTIME_MAX_FRAME,
+    }
