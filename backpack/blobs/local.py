@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -120,13 +121,64 @@ def _unavailable(action: str, exc: OSError) -> Unavailable:
     return Unavailable(f"The file store could not {action}: {reason.lower()}.")
 
 
+class _HotBlobs:
+    """Small blobs kept whole in memory, least recently read evicted first.
+
+    A key is its content's hash, so an entry never goes stale; deleting the blob
+    drops it. A cached download skips the worker thread and the disk read.
+    """
+
+    def __init__(self, max_bytes: int, max_blob: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_blob = max_blob
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: str) -> bytes | None:
+        data = self._items.get(key)
+        if data is not None:
+            self._items.move_to_end(key)
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_blob or key in self._items:
+            return
+        self._items[key] = data
+        self._bytes += len(data)
+        while self._bytes > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self._bytes -= len(evicted)
+
+    def drop(self, key: str) -> None:
+        data = self._items.pop(key, None)
+        if data is not None:
+            self._bytes -= len(data)
+
+
+async def _slices(data: bytes, start: int, stop: int, chunk_size: int) -> AsyncIterator[bytes]:
+    if start == 0 and stop == len(data) <= chunk_size:
+        yield data  # the whole blob: no copy
+        return
+    view = memoryview(data)
+    for offset in range(start, stop, chunk_size):
+        yield bytes(view[offset : min(offset + chunk_size, stop)])
+
+
 class LocalBlobStore:
     """Blobs as files under `root`; see the module docstring for the layout."""
 
-    def __init__(self, root: str | os.PathLike[str], *, write_buffer: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        write_buffer: int = 1024 * 1024,
+        cache_bytes: int = 32 * 1024 * 1024,
+        cache_blob_bytes: int = 1024 * 1024,
+    ) -> None:
         self.root = Path(root)
         self._temp_dir = self.root / TEMP_DIR
         self._write_buffer = write_buffer
+        self._hot = _HotBlobs(cache_bytes, cache_blob_bytes)
 
     async def open(self) -> None:
         await self._disk(f"use the directory {self.root}", self._prepare)
@@ -210,15 +262,23 @@ class LocalBlobStore:
     ) -> AsyncIterator[bytes]:
         path = self.blob_path(key)
         check_range(start, end, chunk_size)
+        cached = self._hot.get(key)
+        if cached is not None:
+            stop = len(cached) if end is None else min(end, len(cached))
+            return _slices(cached, start, stop, chunk_size)
         # Open, measure and read the first chunk in one trip to a worker thread: a small
         # download then costs a single hop. The open descriptor keeps the bytes readable
         # even if the blob is deleted while the stream is being sent.
         try:
-            fd, stop, first = await asyncio.to_thread(_open_and_read, path, start, end, chunk_size)
+            fd, size, stop, first = await asyncio.to_thread(
+                _open_and_read, path, start, end, chunk_size
+            )
         except FileNotFoundError:
             raise NotFound("The file does not exist.") from None
         except OSError as exc:
             raise _unavailable("read a file", exc) from exc
+        if start == 0 and len(first) == size:
+            self._hot.put(key, first)
         return self._stream(_Descriptor(fd), start, stop, chunk_size, first)
 
     async def _stream(
@@ -250,6 +310,7 @@ class LocalBlobStore:
 
     async def delete(self, key: str) -> None:
         path = self.blob_path(key)
+        self._hot.drop(key)
         await self._disk("delete a file", self._delete, path, self._derived_dir(key))
 
     @staticmethod
@@ -307,8 +368,9 @@ class LocalBlobStore:
 
 def _open_and_read(
     path: Path, start: int, end: int | None, chunk_size: int
-) -> tuple[int, int, bytes]:
-    """(descriptor, or -1 when the first chunk is all, where the stream stops, the first chunk)."""
+) -> tuple[int, int, int, bytes]:
+    """(descriptor, or -1 when the first chunk is all; the blob's size; where the stream stops;
+    the first chunk)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -320,7 +382,7 @@ def _open_and_read(
     if start + len(first) >= stop:
         os.close(fd)
         fd = -1
-    return fd, stop, first
+    return fd, size, stop, first
 
 
 class _Descriptor:

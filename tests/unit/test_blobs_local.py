@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from backpack.blobs.local import LocalBlobStore
-from backpack.errors import Unavailable
+from backpack.errors import NotFound, Unavailable
 
 
 @pytest.fixture
@@ -215,3 +215,41 @@ async def test_nothing_is_written_outside_the_root(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         await store.put_derived("../" + info.key[3:], "thumb", b"x")
     assert all(path.is_relative_to(tmp_path / "blobs") for path in walk(tmp_path))
+
+
+async def read_all(blobs: LocalBlobStore, key: str, **kwargs: int) -> bytes:
+    return b"".join([chunk async for chunk in await blobs.read(key, **kwargs)])
+
+
+async def test_small_blobs_are_served_from_memory_after_the_first_read(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs", cache_bytes=100, cache_blob_bytes=40)
+    await blobs.open()
+    small = await blobs.put(stream(b"s" * 30))
+    large = await blobs.put(stream(b"L" * 41))
+    assert await read_all(blobs, small.key) == b"s" * 30
+    assert await read_all(blobs, large.key) == b"L" * 41
+    # The small blob's file is gone behind the store's back: only memory can answer now.
+    blobs.blob_path(small.key).unlink()
+    blobs.blob_path(large.key).unlink()
+    assert await read_all(blobs, small.key) == b"s" * 30
+    assert await read_all(blobs, small.key, start=5, end=9) == b"ssss"
+    assert await read_all(blobs, small.key, start=3, chunk_size=7) == b"s" * 27
+    with pytest.raises(NotFound):
+        await blobs.read(large.key)  # too big to be kept
+
+
+async def test_a_deleted_blob_leaves_the_cache_and_old_entries_are_evicted(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path / "blobs", cache_bytes=64, cache_blob_bytes=40)
+    await blobs.open()
+    infos = [await blobs.put(stream(bytes([65 + i]) * 30)) for i in range(3)]
+    for info in infos:
+        await read_all(blobs, info.key)
+    await blobs.delete(infos[2].key)
+    with pytest.raises(NotFound):
+        await blobs.read(infos[2].key)
+    # Three 30-byte blobs exceed 64 bytes: the least recently read (the first) was evicted.
+    blobs.blob_path(infos[0].key).unlink()
+    blobs.blob_path(infos[1].key).unlink()
+    with pytest.raises(NotFound):
+        await blobs.read(infos[0].key)
+    assert await read_all(blobs, infos[1].key) == b"B" * 30
