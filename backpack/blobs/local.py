@@ -50,48 +50,60 @@ P = ParamSpec("P")
 
 
 class _TempFile:
-    """A temp file filled from worker threads.
+    """A temp file filled from worker threads, created by its first write.
 
-    Every step holds the lock, so a discard that follows a cancelled write
-    waits for that write to finish instead of racing it on the descriptor.
+    Making the object touches no disk, so it exists before any thread work and a
+    cancelled upload can always discard what a thread created. Every step holds
+    the lock, so a discard that follows a cancelled write waits for that write
+    to finish instead of racing it on the descriptor.
     """
 
     def __init__(self, directory: Path) -> None:
-        fd, name = tempfile.mkstemp(prefix="put-", suffix=".part", dir=directory)
-        self.path = Path(name)
-        self._fd = fd
+        self._directory = directory
+        self.path: Path | None = None
+        self._fd = -1
         self._hash = hashlib.sha256()
         self._lock = threading.Lock()
-        self._committed = False
+        self._done = False  # sealed into place, or discarded
+
+    def _open(self) -> int:
+        if self._done or (self.path is not None and self._fd < 0):
+            raise RuntimeError("write to a finished upload")
+        if self.path is None:
+            self._fd, name = tempfile.mkstemp(prefix="put-", suffix=".part", dir=self._directory)
+            self.path = Path(name)
+        return self._fd
 
     def write(self, data: bytes | bytearray) -> None:
         with self._lock:
-            if self._fd < 0:
-                raise RuntimeError("write to a discarded upload")
+            fd = self._open()
             self._hash.update(data)
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view) :]
+                view = view[os.write(fd, view) :]
 
-    def seal(self) -> str:
-        """Make the content durable and close the file; the content's sha256."""
+    def seal(self) -> tuple[str, Path]:
+        """Make the content durable and close the file; the content's sha256 and the path."""
         with self._lock:
-            os.fsync(self._fd)
-            os.close(self._fd)
+            fd = self._open()
+            os.fsync(fd)
+            os.close(fd)
             self._fd = -1
-            return self._hash.hexdigest()
+            assert self.path is not None
+            return self._hash.hexdigest(), self.path
 
     def mark_committed(self) -> None:
         with self._lock:
-            self._committed = True
+            self._done = True
 
     def discard(self) -> None:
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-            if not self._committed:
+            if not self._done and self.path is not None:
                 self.path.unlink(missing_ok=True)
+            self._done = True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -203,7 +215,7 @@ class LocalBlobStore:
         return blob.with_name(blob.name + _DERIVED_SUFFIX)
 
     async def put(self, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None) -> BlobInfo:
-        temp = await self._disk("start an upload", _TempFile, self._temp_dir)
+        temp = _TempFile(self._temp_dir)
         try:
             size = 0
             pending = bytearray()
@@ -218,9 +230,8 @@ class LocalBlobStore:
                 if len(pending) >= self._write_buffer:
                     await self._disk("store the upload", temp.write, pending)
                     pending = bytearray()
-            if pending:
-                await self._disk("store the upload", temp.write, pending)
-            key = await self._disk("store the upload", self._commit, temp, size)
+            # The rest, the fsync and the rename in one trip: a small upload costs one hop.
+            key = await self._disk("store the upload", self._commit, temp, pending, size)
             return BlobInfo(key=key, size=size, sha256=key)
         except BaseException:
             # Runs to the end in its thread even if this task is cancelled again.
@@ -235,8 +246,10 @@ class LocalBlobStore:
         except OSError as exc:
             raise _unavailable(action, exc) from exc
 
-    def _commit(self, temp: _TempFile, size: int) -> str:
-        key = temp.seal()
+    def _commit(self, temp: _TempFile, rest: bytearray, size: int) -> str:
+        if rest:
+            temp.write(rest)
+        key, path = temp.seal()
         target = self.blob_path(key)
         try:
             if target.stat().st_size == size:
@@ -245,7 +258,7 @@ class LocalBlobStore:
         except FileNotFoundError:
             pass
         _make_dirs(target.parent)
-        os.replace(temp.path, target)
+        os.replace(path, target)
         temp.mark_committed()
         _fsync_dir(target.parent)
         return key
@@ -333,9 +346,9 @@ class LocalBlobStore:
         temp = _TempFile(self._temp_dir)
         try:
             temp.write(data)
-            temp.seal()
+            _, path = temp.seal()
             _make_dirs(target.parent)
-            os.replace(temp.path, target)
+            os.replace(path, target)
             temp.mark_committed()
             _fsync_dir(target.parent)
         finally:
