@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/backpack serve-instance --data ./data/default
+	$(BIN)/backpack serve --data ./data
 
 lint: $(STAMP)
 	$(BIN)/ruff check backpack tests bench

@@ -116,6 +116,7 @@ class BackpackApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope)
+        scope["backpack.request_id"] = request_id.decode()
         cors: list[tuple[bytes, bytes]] = []
         try:
             origin = _header(scope, b"origin")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from backpack.api.http import Request
+from backpack.auth.credentials import Credentials
 from backpack.auth.service import AuthService
-from backpack.core.access import ANONYMOUS, SECRET_KEY, Caller
+from backpack.core.access import ANONYMOUS, Caller
 from backpack.core.ratelimit import RateLimiter
 from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
@@ -42,7 +42,7 @@ class InstanceContext:
     settings: SettingsService
     files: FilesService
     realtime: RealtimeHub
-    secret_key: str
+    credentials: Credentials
     limits: Limits = field(default_factory=Limits)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
 
@@ -57,6 +57,17 @@ class InstanceContext:
         await self.realtime.close()
         await self.files.close()
         await self.data.close()
+
+    @property
+    def secret_key(self) -> str:
+        return self.credentials.secret_key
+
+    def rotate_secret_key(self, key: str) -> None:
+        """Every credential derived from the old key stops working at once."""
+        self.credentials.rotate(key)
+        self.files.set_signing_key(key.encode())
+        self.data.set_cursor_key(key.encode())
+        self.realtime.set_secret_key(key)
 
     def origin_allowed(self, origin: str, request: Request) -> bool:
         if origin == request.origin:
@@ -73,13 +84,7 @@ class InstanceContext:
             token = token.strip()
             if scheme.lower() != "bearer" or not token:
                 raise Unauthorized("Send credentials as 'Authorization: Bearer <token>'.")
-            if token.startswith("bpk_"):
-                if hmac.compare_digest(token.encode(), self.secret_key.encode()):
-                    return SECRET_KEY
-                raise Unauthorized("The secret key is not valid for this backpack.")
-            if token.startswith("bps_"):
-                return await self.auth.authenticate(token)
-            raise Unauthorized("The token is not a Backpack credential (bps_ or bpk_).")
+            return self._note_user(request, await self.credentials.caller(token))
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             return ANONYMOUS
@@ -90,7 +95,14 @@ class InstanceContext:
                     "A cookie-authenticated request must come from an allowed origin.",
                     {"origin": (origin or "")[:200]},
                 )
-        return await self.auth.authenticate(cookie)
+        return self._note_user(request, await self.auth.authenticate(cookie))
+
+    @staticmethod
+    def _note_user(request: Request, caller: Caller) -> Caller:
+        """Remember who made the request, for the request log."""
+        if caller.user is not None:
+            request.scope["backpack.user"] = caller.user.get("id")
+        return caller
 
     async def body(self, request: Request) -> JSON:
         return await request.json(

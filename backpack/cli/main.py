@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from backpack import __version__
+from backpack.cli.deployment import admins, instances, serve
 from backpack.cli.server import uvicorn_options
 from backpack.cli.users import users
 from backpack.errors import BackpackError
@@ -79,6 +80,9 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
     uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level))
 
 
+cli.add_command(serve)
+cli.add_command(instances)
+cli.add_command(admins)
 cli.add_command(users)
 
 

@@ -115,9 +115,13 @@ class DataService:
     def __init__(self, storage: Storage, cursor_key: bytes, events: EventHub | None = None) -> None:
         self.storage = storage
         self.events = events or EventHub()
-        self._cursors = CursorCodec(hmac.new(cursor_key, b"cursor", hashlib.sha256).digest())
+        self.set_cursor_key(cursor_key)
         self._collections: dict[str, Collection] = {}
         self._ddl_lock = asyncio.Lock()
+
+    def set_cursor_key(self, key: bytes) -> None:
+        """Sign cursors with a key derived from `key`; cursors issued before are refused."""
+        self._cursors = CursorCodec(hmac.new(key, b"cursor", hashlib.sha256).digest())
 
     async def open(self) -> None:
         await self.storage.open()
@@ -150,6 +154,17 @@ class DataService:
                 return
             await self.storage.apply([self._put(collection, create=current is None)])
             self._collections[collection.name] = collection
+
+    async def count_records(self, *, system: bool = False) -> dict[str, int]:
+        """How many records each collection holds (the users' own, or with `system` only those)."""
+        counts: dict[str, int] = {}
+        for name in list(self._collections):
+            if name.startswith("_") != system:
+                continue
+            by_id = (IndexKey(("id",)),)
+            page = await self.storage.query(Query(name, MATCH_ALL, by_id, 1, count=True))
+            counts[name] = page.total or 0
+        return counts
 
     def list_collections(self, caller: Caller) -> list[Collection]:
         require_admin(caller, "manage collections")

@@ -124,10 +124,14 @@ class FilesService:
         self.storage = data.storage
         self.blobs = blobs
         self._settings = settings
-        self._signing_key = hmac.new(signing_key, b"signed-urls", hashlib.sha256).digest()
+        self.set_signing_key(signing_key)
         self._buckets: dict[str, Bucket] = {}
         self._compiled: dict[str, Mapping[str, Rule]] = {}
         self._blob_locks: dict[str, asyncio.Lock] = {}
+
+    def set_signing_key(self, key: bytes) -> None:
+        """Sign URLs with a key derived from `key`; URLs signed before stop working."""
+        self._signing_key = hmac.new(key, b"signed-urls", hashlib.sha256).digest()
 
     async def open(self) -> None:
         await self.blobs.open()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backpack.api.app import BackpackApp
 from backpack.api.context import InstanceContext
+from backpack.auth.credentials import Credentials
 from backpack.auth.service import AuthService
 from backpack.blobs import open_blob_store
 from backpack.bus import open_bus
@@ -55,8 +56,17 @@ def load_secret_key(data_dir: Path, environ: dict[str, str] | None = None) -> Se
         if not _KEY_PATTERN.fullmatch(value):
             raise BadRequest(f"{path} does not hold a valid secret key.")
         return SecretKey(value, False)
-    data_dir.mkdir(parents=True, exist_ok=True)
     value = new_secret_key()
+    store_secret_key(data_dir, value)
+    return SecretKey(value, True)
+
+
+def store_secret_key(data_dir: Path, value: str) -> None:
+    """Write DIR/secret_key (mode 0600) atomically and durably."""
+    if not _KEY_PATTERN.fullmatch(value):
+        raise BadRequest("A secret key is 'bpk_' and 32 or more letters, digits, '_' or '-'.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE
     temp = path.with_suffix(".tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -64,7 +74,11 @@ def load_secret_key(data_dir: Path, environ: dict[str, str] | None = None) -> Se
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
-    return SecretKey(value, True)
+    dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:
@@ -84,7 +98,7 @@ def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:
         settings=settings,
         files=files,
         realtime=realtime,
-        secret_key=secret_key,
+        credentials=Credentials(auth, secret_key),
     )
 
 

@@ -1,0 +1,333 @@
+"""`backpack serve`, `backpack instances …` and `backpack admins …`: the control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import IO, TypeVar
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from backpack import __version__
+from backpack.cli.server import uvicorn_options
+from backpack.errors import BackpackError
+from backpack.platform.control import Addressing, ControlPlane
+
+T = TypeVar("T")
+console = Console(stderr=True)
+out = Console()
+
+CONTROL_DB_ENV = "BACKPACK_CONTROL_DATABASE_URL"
+LOCK_FILE = "serve.lock"
+
+DATA_OPTION = click.option(
+    "--data",
+    "data_dir",
+    default="./data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The deployment's data directory (as given to `backpack serve`).",
+)
+
+
+def _control(data_dir: Path, addressing: Addressing | None = None) -> ControlPlane:
+    from backpack.platform.store import open_control_store
+
+    store = open_control_store(data_dir, os.environ.get(CONTROL_DB_ENV) or None)
+    return ControlPlane(data_dir, store, addressing=addressing)
+
+
+@contextlib.contextmanager
+def _serve_lock(data_dir: Path) -> Iterator[IO[str]]:
+    """Held by `backpack serve` while it runs; the CLI's changes refuse to run beside it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / LOCK_FILE).open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise click.ClickException(
+                f"`backpack serve` is running on {data_dir}: make this change through its "
+                "API (/admin/api) or stop it first."
+            ) from None
+        yield handle
+    finally:
+        handle.close()
+
+
+def _offline(
+    data_dir: Path, work: Callable[[ControlPlane], Awaitable[T]], *, exclusive: bool = True
+) -> T:
+    """Run `work` on the deployment in `data_dir` without serving it."""
+
+    async def main() -> T:
+        control = _control(data_dir)
+        await control.open(serve=False)
+        try:
+            return await work(control)
+        finally:
+            await control.close()
+
+    try:
+        if exclusive:
+            with _serve_lock(data_dir):
+                return asyncio.run(main())
+        return asyncio.run(main())
+    except BackpackError as exc:
+        raise click.ClickException(_sentence(exc)) from None
+
+
+def _sentence(exc: BackpackError) -> str:
+    fields = exc.details.get("fields")
+    if isinstance(fields, dict) and fields:
+        return f"{exc.message} " + "; ".join(f"{k}: {v}" for k, v in fields.items())
+    return exc.message
+
+
+@click.command("serve")
+@DATA_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
+)
+@click.option(
+    "--domain",
+    default="localhost",
+    show_default=True,
+    help="Backpack NAME is served at NAME.DOMAIN (and at /i/NAME on any host).",
+)
+@click.option(
+    "--public-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="The port clients use, when a proxy listens on another one (default: --port).",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="How much the server logs.",
+)
+def serve(
+    data_dir: Path, host: str, port: int, domain: str, public_port: int | None, log_level: str
+) -> None:
+    """Run the control plane and every backpack in DATA.
+
+    The console is at http://HOST:PORT/admin (first visit: create the first
+    admin), its API at /admin/api. Each backpack NAME answers at
+    http://NAME.DOMAIN:PORT and at http://HOST:PORT/i/NAME; its data lives in
+    DATA/instances/NAME. Admins and the registry of backpacks are kept in
+    DATA/control.db, or in PostgreSQL when BACKPACK_CONTROL_DATABASE_URL is set.
+    """
+    import uvicorn
+
+    from backpack.platform.router import DeploymentApp
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    addressing = Addressing(domain=domain.lower().strip("."), port=public_port or port)
+    try:
+        control = _control(data_dir, addressing)
+    except BackpackError as exc:
+        raise click.ClickException(_sentence(exc)) from None
+    with _serve_lock(data_dir):
+        console.print(
+            Panel.fit(
+                f"Console   http://{host}:{port}/admin\n"
+                f"Backpacks http://NAME.{addressing.domain}:{port}  or  "
+                f"http://{host}:{port}/i/NAME\n"
+                f"Data      {data_dir.resolve()}",
+                title=f"Backpack {__version__}",
+            )
+        )
+        uvicorn.run(DeploymentApp(control), host=host, port=port, **uvicorn_options(log_level))
+
+
+@click.group("instances")
+def instances() -> None:
+    """Create, list, stop, start, back up, restore and delete backpacks.
+
+    These work on the data directory. Changes refuse to run while `backpack
+    serve` runs on it (use the API then); `list` and `backup` work either way.
+    """
+
+
+@instances.command("list")
+@DATA_OPTION
+def list_instances(data_dir: Path) -> None:
+    """Every backpack with its status."""
+    items = _offline(data_dir, lambda c: c.list_instances(""), exclusive=False)
+    table = Table("name", "status", "created", "path")
+    for item in items:
+        urls = item["urls"]
+        assert isinstance(urls, dict)
+        table.add_row(
+            str(item["name"]), str(item["status"]), str(item["created"]), str(urls["api"])
+        )
+    out.print(table)
+
+
+@instances.command("create")
+@DATA_OPTION
+@click.argument("name")
+def create_instance(data_dir: Path, name: str) -> None:
+    """Create the backpack NAME (see the naming rule in docs/control-plane.md)."""
+
+    async def work(control: ControlPlane) -> str:
+        await control.create_instance(name, "")
+        return (await control.secret_key(name))["secret_key"]  # type: ignore[return-value]
+
+    key = _offline(data_dir, work)
+    out.print(f"Created backpack [bold]{name}[/bold]. Its secret key: {key}")
+
+
+@instances.command("delete")
+@DATA_OPTION
+@click.argument("name")
+@click.option("--confirm", help="The backpack's name again, to confirm (asked when missing).")
+def delete_instance(data_dir: Path, name: str, confirm: str | None) -> None:
+    """Delete the backpack NAME and every byte of its data."""
+    if confirm is None:
+        confirm = click.prompt(f"Type '{name}' to delete it and all its data")
+    _offline(data_dir, lambda c: c.delete_instance(name, confirm))
+    out.print(f"Deleted backpack {name}.")
+
+
+@instances.command("stop")
+@DATA_OPTION
+@click.argument("name")
+def stop_instance(data_dir: Path, name: str) -> None:
+    """Mark NAME stopped: `backpack serve` answers 503 for it, its data stays."""
+    _offline(data_dir, lambda c: c.stop_instance(name, ""))
+    out.print(f"Stopped backpack {name}.")
+
+
+@instances.command("start")
+@DATA_OPTION
+@click.argument("name")
+def start_instance(data_dir: Path, name: str) -> None:
+    """Mark NAME running again."""
+    _offline(data_dir, lambda c: c.start_instance(name, ""))
+    out.print(f"Started backpack {name}.")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    )
+
+
+@instances.command("backup")
+@DATA_OPTION
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The archive to write (a tar file).",
+)
+def backup_instance(data_dir: Path, name: str, output: Path) -> None:
+    """Write a backup archive of NAME (taken online: a running server keeps serving)."""
+    from backpack.platform.backup import create_backup
+
+    async def work(control: ControlPlane) -> None:
+        directory = (await control.instance(name)).directory
+        with _progress() as bar:
+            task = bar.add_task(f"Backing up {name}", total=None)
+            await asyncio.to_thread(
+                create_backup,
+                directory,
+                output.resolve(),
+                name=name,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+
+    _offline(data_dir, work, exclusive=False)
+    out.print(f"Wrote {output}.")
+
+
+@instances.command("restore")
+@DATA_OPTION
+@click.argument("name")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def restore_instance(data_dir: Path, name: str, archive: Path) -> None:
+    """Rebuild NAME from ARCHIVE (a new backpack, or replacing the one of that name).
+
+    The archive is verified in full first; a damaged one changes nothing.
+    """
+    from backpack.platform.backup import verify_backup
+
+    async def work(control: ControlPlane) -> None:
+        with _progress() as bar:
+            task = bar.add_task("Verifying", total=None)
+            await asyncio.to_thread(
+                verify_backup,
+                archive,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        await control.restore_instance(name, archive, "")
+
+    _offline(data_dir, work)
+    out.print(f"Restored backpack {name} from {archive}.")
+
+
+@click.group("admins")
+def admins() -> None:
+    """Manage the control plane's admins (in DATA/control.db or BACKPACK_CONTROL_DATABASE_URL)."""
+
+
+@admins.command("create")
+@DATA_OPTION
+@click.option("--email", required=True, help="The admin's email address.")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (no prompt)."
+)
+def create_admin(data_dir: Path, email: str, password_stdin: bool) -> None:
+    """Add an admin (the first one, or another)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+
+    async def work(control: ControlPlane) -> str:
+        admin = await control.admins.invite(email, password)
+        return admin.id
+
+    admin_id = _offline(data_dir, work, exclusive=False)
+    out.print(f"Created admin {email} ({admin_id}).")
+
+
+@admins.command("list")
+@DATA_OPTION
+def list_admins(data_dir: Path) -> None:
+    """Every admin."""
+    items = _offline(data_dir, lambda c: c.admins.list_admins(), exclusive=False)
+    table = Table("id", "email", "created")
+    for admin in items:
+        table.add_row(admin.id, admin.email, admin.created)
+    out.print(table)
+
+
+@admins.command("delete")
+@DATA_OPTION
+@click.argument("admin_id")
+def delete_admin(data_dir: Path, admin_id: str) -> None:
+    """Remove the admin ADMIN_ID (never the last one)."""
+    _offline(data_dir, lambda c: c.admins.delete(admin_id), exclusive=False)
+    out.print(f"Deleted admin {admin_id}.")

@@ -1,0 +1,356 @@
+"""One backpack's request/event log: JSON lines on disk under a size cap, a cursor, a stream.
+
+`InstanceLog.request()` runs on every request: it builds one entry, encodes it
+and appends the line to an in-memory buffer; `flush()` (called periodically
+and on close) writes the buffer to DIR/log.jsonl. When log.jsonl would pass
+half the cap it becomes log.1.jsonl (replacing the previous one), so the two
+files together never exceed `max_bytes`.
+
+Entry ids are 16 decimal digits, time-based and strictly increasing (they
+continue after the last stored id on open), so they sort as strings and serve
+as read cursors across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from backpack.errors import BadRequest
+from backpack.types import JSONObject, JSONScalar
+
+LOG_FILE = "log.jsonl"
+ROTATED_FILE = "log.1.jsonl"
+MAX_PATH = 512
+MAX_READ = 1000
+TAIL_ENTRIES = 256  # recent entries kept in memory to serve `read` without the disk
+PENDING_MAX_BYTES = 256 * 1024  # unflushed lines beyond this are dropped (and counted)
+SUBSCRIPTION_QUEUE = 1000
+_RESERVED = frozenset({"id", "time", "type", "kind", "message"})
+_CURSOR = re.compile(r"[0-9]{1,16}")
+_ENTRY_TYPES = ("request", "event")
+
+
+def clean_path(path: str) -> str:
+    """The path as logged: no query string or fragment (they may carry tokens), bounded."""
+    if "?" in path or "#" in path:
+        path = path.split("?", 1)[0].split("#", 1)[0]
+    return path if len(path) <= MAX_PATH else path[: MAX_PATH - 3] + "..."
+
+
+def cut_partial_line(path: Path) -> int:
+    """Cut a JSON-lines file back to its last newline (a crash mid-write); return its size."""
+    if not path.exists():
+        return 0
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        keep = end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            cut = f.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = keep = start
+        if keep != size:
+            f.truncate(keep)
+        return keep
+
+
+def _cursor(after: str) -> str:
+    if not _CURSOR.fullmatch(after):
+        raise BadRequest("after must be a log entry id (up to 16 digits).", {"after": after[:32]})
+    return after.zfill(16)
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which entries a read or a stream wants; an unset field matches everything."""
+
+    entry_type: str | None = None  # "request" or "event"
+    min_status: int | None = None  # e.g. 400: failed requests only (events never match)
+    user_id: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def from_query(cls, params: Mapping[str, str]) -> LogFilter:
+        """From query parameters `type`, `min_status`, `user_id`, `request_id`."""
+        entry_type = params.get("type")
+        if entry_type is not None and entry_type not in _ENTRY_TYPES:
+            raise BadRequest("type must be request or event.")
+        raw_status = params.get("min_status")
+        min_status = None
+        if raw_status is not None:
+            if not raw_status.isdigit() or not 100 <= int(raw_status) <= 599:
+                raise BadRequest("min_status must be an HTTP status from 100 to 599.")
+            min_status = int(raw_status)
+        return cls(entry_type, min_status, params.get("user_id"), params.get("request_id"))
+
+    def matches(self, entry: Mapping[str, Any]) -> bool:
+        if self.entry_type is not None and entry.get("type") != self.entry_type:
+            return False
+        if self.min_status is not None and entry.get("status", 0) < self.min_status:
+            return False
+        if self.user_id is not None and entry.get("user_id") != self.user_id:
+            return False
+        return self.request_id is None or entry.get("request_id") == self.request_id
+
+
+_EVERYTHING = LogFilter()
+
+
+class Subscription:
+    """New entries as an async iterator, bounded: one that falls behind is closed.
+
+    When it ends, `overflowed` tells whether entries were skipped; the reader
+    then resumes with `InstanceLog.read(after=<last id it got>)`.
+    """
+
+    def __init__(self, log: InstanceLog, matcher: LogFilter, limit: int) -> None:
+        self._log = log
+        self._matcher = matcher
+        self._limit = limit
+        self._items: deque[JSONObject] = deque()
+        self._ready = asyncio.Event()
+        self.closed = False
+        self.overflowed = False
+
+    def push(self, entry: JSONObject) -> None:
+        """Queue an entry if it matches; never blocks, closes the subscription when full."""
+        if self.closed or not self._matcher.matches(entry):
+            return
+        if len(self._items) >= self._limit:
+            self.overflowed = True
+            self.close()
+            return
+        self._items.append(entry)
+        self._ready.set()
+
+    def close(self) -> None:
+        """Stop receiving; the iterator still yields what is queued, then ends."""
+        if not self.closed:
+            self.closed = True
+            self._log.unsubscribe(self)
+            self._ready.set()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> JSONObject:
+        while not self._items:
+            if self.closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+class InstanceLog:
+    """The request/event log of one backpack in `directory`, at most `max_bytes` on disk."""
+
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int = 4 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_bytes < 4096:
+            raise ValueError("max_bytes must be at least 4096")
+        self._file = directory / LOG_FILE
+        self._rotated = directory / ROTATED_FILE
+        self._half = max_bytes // 2
+        self._clock = clock
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._dropped = 0
+        self._tail: deque[bytes] = deque(maxlen=TAIL_ENTRIES)
+        self._subscribers: set[Subscription] = set()
+        self._second = -1
+        self._second_text = ""
+        directory.mkdir(parents=True, exist_ok=True)
+        self._size = cut_partial_line(self._file)
+        cut_partial_line(self._rotated)
+        last = self._last_stored_id()
+        self._last_id = int(last) if last is not None else 0
+        # Whether entries older than the in-memory tail may exist on disk.
+        self._older_on_disk = last is not None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        duration_s: float,
+        user_id: str | None,
+        request_id: str,
+    ) -> None:
+        """Log one answered request (the hot path: memory only). No bodies, no headers."""
+        entry: JSONObject = self._stamp("request")
+        entry["method"] = method[:16]
+        entry["path"] = clean_path(path)
+        entry["status"] = status
+        entry["duration_ms"] = int(duration_s * 1_000_000) / 1000
+        entry["user_id"] = user_id
+        entry["request_id"] = request_id[:128]
+        self._append(entry)
+
+    def event(self, kind: str, message: str, **fields: JSONScalar) -> None:
+        """Log an instance event (started, stopped, failed, key rotated …); never pass secrets."""
+        clash = _RESERVED.intersection(fields)
+        if clash:
+            raise ValueError(f"reserved log field names: {sorted(clash)}")
+        entry = self._stamp("event")
+        entry["kind"] = kind
+        entry["message"] = message
+        entry.update(fields)
+        self._append(entry)
+
+    def read(
+        self, after: str | None = None, limit: int = 100, matcher: LogFilter = _EVERYTHING
+    ) -> list[JSONObject]:
+        """Entries, oldest first: the first `limit` after the cursor, else the last `limit`.
+
+        `after="0"` reads from the oldest entry still retained.
+        """
+        if not 1 <= limit <= MAX_READ:
+            raise BadRequest(f"limit must be from 1 to {MAX_READ}.")
+        cursor = None if after is None else _cursor(after)
+        tail: list[dict[str, Any]] = [orjson.loads(line) for line in self._tail]
+        if cursor is not None:
+            if cursor >= f"{self._last_id:016d}":
+                return []
+            if tail and tail[0]["id"] <= cursor:
+                return [e for e in tail if e["id"] > cursor and matcher.matches(e)][:limit]
+            found: list[dict[str, Any]] = []
+            for entry in self._everything():
+                if entry["id"] > cursor and matcher.matches(entry):
+                    found.append(entry)
+                    if len(found) == limit:
+                        break
+            return found
+        recent = [e for e in tail if matcher.matches(e)]
+        if len(recent) >= limit or not self._older_on_disk:
+            return recent[-limit:]
+        last: deque[dict[str, Any]] = deque(maxlen=limit)
+        last.extend(e for e in self._everything() if matcher.matches(e))
+        return list(last)
+
+    def subscribe(
+        self,
+        after: str | None = None,
+        matcher: LogFilter = _EVERYTHING,
+        limit: int = SUBSCRIPTION_QUEUE,
+    ) -> Subscription:
+        """New entries as they are logged; with `after`, the ones since that cursor first."""
+        subscription = Subscription(self, matcher, limit)
+        if after is not None:
+            wanted = min(limit, MAX_READ)
+            backlog = self.read(after, wanted, matcher)
+            for entry in backlog:
+                subscription.push(entry)
+            if len(backlog) == wanted:
+                subscription.overflowed = True  # more may follow: resume from the last id
+                subscription.close()
+                return subscription
+        self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
+        subscription.close()
+
+    def flush(self) -> None:
+        """Write buffered entries to disk, rotating to keep both files within the cap."""
+        lines, self._pending = self._pending, []
+        self._pending_bytes = 0
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            self.event("log_overflow", f"{dropped} log entries were dropped: writes fell behind.")
+            lines += self._pending
+            self._pending = []
+            self._pending_bytes = 0
+        if not lines:
+            return
+        chunk = b"".join(line + b"\n" for line in lines)
+        if self._size + len(chunk) > self._half:
+            if self._size:
+                os.replace(self._file, self._rotated)
+                self._size = 0
+            while len(chunk) > self._half:  # one batch bigger than a file: keep its newest lines
+                chunk = chunk[chunk.index(b"\n") + 1 :]
+        with open(self._file, "ab") as out:
+            out.write(chunk)
+        self._size += len(chunk)
+
+    def close(self) -> None:
+        """Flush and end every subscription."""
+        self.flush()
+        for subscription in list(self._subscribers):
+            subscription.close()
+
+    def _stamp(self, entry_type: str) -> JSONObject:
+        now = self._clock()
+        self._last_id = max(self._last_id + 1, int(now * 1000) * 1000)
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        stamp = f"{self._second_text}.{int(now * 1000) % 1000:03d}Z"
+        return {"id": f"{self._last_id:016d}", "time": stamp, "type": entry_type}
+
+    def _append(self, entry: JSONObject) -> None:
+        line = orjson.dumps(entry)
+        if self._pending_bytes + len(line) > PENDING_MAX_BYTES:
+            self._dropped += 1
+            return
+        self._pending.append(line)
+        self._pending_bytes += len(line) + 1
+        if len(self._tail) == TAIL_ENTRIES:
+            self._older_on_disk = True
+        self._tail.append(line)
+        if self._subscribers:
+            for subscription in tuple(self._subscribers):
+                subscription.push(entry)
+
+    def _everything(self) -> Iterator[dict[str, Any]]:
+        """Every retained entry, oldest first: both files, then the unflushed buffer."""
+        for path in (self._rotated, self._file):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            for line in data.splitlines():
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+        for line in list(self._pending):
+            yield orjson.loads(line)
+
+    def _last_stored_id(self) -> str | None:
+        for path in (self._file, self._rotated):
+            try:
+                with open(path, "rb") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    f.seek(max(0, size - 65536))
+                    lines = f.read().splitlines()
+            except FileNotFoundError:
+                continue
+            for line in reversed(lines):
+                try:
+                    entry_id = orjson.loads(line)["id"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+                if isinstance(entry_id, str) and _CURSOR.fullmatch(entry_id):
+                    return entry_id.zfill(16)
+        return None

@@ -1,0 +1,402 @@
+"""The runtime seam: where and how each backpack runs.
+
+A runtime creates, starts, stops and removes backpacks and tells their status,
+their endpoint and their logs. The control plane speaks only this Protocol, so
+the `embedded` runtime (every backpack an ASGI app in this process) and the
+container runtimes of later issues are interchangeable; every runtime passes
+tests/contract/test_runtime_contract.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from backpack.api.app import BackpackApp, error_response
+from backpack.api.context import InstanceContext
+from backpack.api.http import Receive, Scope, Send
+from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
+from backpack.platform.backup import restore_backup
+from backpack.platform.instance import build_instance, load_secret_key, store_secret_key
+from backpack.platform.logs import InstanceLog, LogFilter
+from backpack.platform.metrics import InstanceMetrics, route_group
+from backpack.platform.sites import SiteServer
+from backpack.types import JSONObject
+
+log = logging.getLogger("backpack.runtime")
+
+RUNNING: Final = "running"
+STOPPED: Final = "stopped"
+FAILED: Final = "failed"
+SITE_DIR: Final = "site"
+LOG_DIR: Final = "logs"
+METRICS_FILE: Final = "metrics.json"
+
+AdminCheck = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    records: int
+    users: int
+    files: int
+    storage_bytes: int
+    realtime_connections: int
+
+    def to_json(self) -> JSONObject:
+        return {
+            "records": self.records,
+            "users": self.users,
+            "files": self.files,
+            "storage_bytes": self.storage_bytes,
+            "realtime_connections": self.realtime_connections,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: str  # running | stopped | failed
+    reason: str | None = None
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def create(self, name: str) -> None:
+        """Provision a new backpack (storage, key) and start it; Conflict if it exists."""
+
+    def attach(self, name: str) -> None:
+        """Know an existing backpack without starting it (a stopped one, at boot)."""
+
+    def names(self) -> list[str]: ...
+
+    async def start(self, name: str) -> None:
+        """Serve the backpack; a failure leaves it `failed` with the reason, not raised."""
+
+    async def stop(self, name: str) -> None:
+        """Stop serving (requests get 503); its data stays."""
+
+    async def remove(self, name: str) -> None:
+        """Stop and delete every byte of the backpack."""
+
+    def status(self, name: str) -> Status: ...
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        """Where requests for the backpack go; None for a backpack this runtime doesn't know."""
+
+    def logs(
+        self, name: str, after: str | None, limit: int, matcher: LogFilter
+    ) -> list[JSONObject]:
+        """Log entries strictly after the cursor `after`, oldest first."""
+
+    async def secret_key(self, name: str) -> str: ...
+
+    async def rotate_key(self, name: str, new_key: str) -> None:
+        """Make `new_key` the backpack's only key, at once."""
+
+    async def stats(self, name: str) -> Stats: ...
+
+    async def close(self) -> None:
+        """Stop every backpack (their data stays)."""
+
+
+class Endpoint(Protocol):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    async def site(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        extra_headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None: ...
+
+
+class EmbeddedInstance:
+    """One backpack of the embedded runtime: its directory, its app when running, its log."""
+
+    def __init__(self, name: str, directory: Path, admin_check: AdminCheck | None) -> None:
+        self.name = name
+        self.directory = directory
+        self.ctx: InstanceContext | None = None
+        self.app: BackpackApp | None = None
+        self.state = STOPPED
+        self.reason: str | None = None
+        self.metrics = InstanceMetrics(directory / METRICS_FILE)
+        self.log = InstanceLog(directory / LOG_DIR)
+        self.site_server = SiteServer(directory / SITE_DIR)
+        self._admin_check = admin_check
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self.state == RUNNING:
+                return
+            ctx: InstanceContext | None = None
+            try:
+                ctx = build_instance(self.directory, load_secret_key(self.directory, {}).value)
+                ctx.credentials.admin_check = self._admin_check
+                await ctx.open()
+            except Exception as exc:  # any failure of one backpack must not stop the others
+                reason = exc.message if isinstance(exc, BackpackError) else str(exc)
+                self.state, self.reason = FAILED, reason or type(exc).__name__
+                log.warning("backpack %s failed to start: %s", self.name, self.reason)
+                self.log.event("failed", f"Failed to start: {self.reason}")
+                if ctx is not None:
+                    await _close_quietly(ctx)
+                return
+            self.ctx, self.app = ctx, BackpackApp(ctx)
+            self.state, self.reason = RUNNING, None
+            self.log.event("started", "Started.")
+
+    async def stop(self) -> None:
+        async with self._lock:
+            ctx, self.ctx, self.app = self.ctx, None, None
+            if self.state != FAILED:
+                self.state, self.reason = STOPPED, None
+            if ctx is not None:
+                await _close_quietly(ctx)
+                self.log.event("stopped", "Stopped.")
+            self.metrics.flush()
+            self.log.flush()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.app
+        if app is None:
+            await self._unavailable(scope, send)
+            return
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        await self._observed(app, scope, receive, send)
+
+    async def site(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        extra_headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if self.app is None:
+            await self._unavailable(scope, send)
+            return
+        server = self.site_server
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await server(scope, receive, send, path, extra_headers)
+
+        await self._observed(app, scope, receive, send)
+
+    async def _observed(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Run `app`, then count the request in the metrics and write it to the log."""
+        started = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, observed_send)
+        finally:
+            seconds = time.perf_counter() - started
+            path: str = scope["path"]
+            self.metrics.observe(route_group(path), status, seconds)
+            self.log.request(
+                scope["method"],
+                path,
+                status,
+                seconds,
+                scope.get("backpack.user"),
+                scope.get("backpack.request_id", ""),
+            )
+
+    async def _unavailable(self, scope: Scope, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1013})
+            return
+        if scope["type"] != "http":
+            return
+        why = f": {self.reason}" if self.state == FAILED and self.reason else ""
+        error = Unavailable(
+            f"The backpack '{self.name}' is {self.state}{why}.",
+            {"backpack": self.name, "status": self.state},
+        )
+        await error_response(error).send(send)
+
+
+async def _close_quietly(ctx: InstanceContext) -> None:
+    try:
+        await ctx.close()
+    except Exception:
+        log.exception("closing a backpack failed")
+
+
+class EmbeddedRuntime:
+    """Every backpack an ASGI app in this process, with its own directory under `root`:
+    SQLite file, blobs, secret key, settings, users and event bus."""
+
+    name = "embedded"
+
+    def __init__(self, root: Path, admin_check: AdminCheck | None = None) -> None:
+        self.root = root
+        self.admin_check = admin_check
+        self._instances: dict[str, EmbeddedInstance] = {}
+
+    def _get(self, name: str) -> EmbeddedInstance:
+        instance = self._instances.get(name)
+        if instance is None:
+            raise NotFound(f"There is no backpack '{name}'.", {"name": name})
+        return instance
+
+    def _register(self, name: str) -> EmbeddedInstance:
+        instance = self._instances.get(name)
+        if instance is None:
+            instance = EmbeddedInstance(name, self.root / name, self.admin_check)
+            self._instances[name] = instance
+        return instance
+
+    async def create(self, name: str) -> None:
+        directory = self.root / name
+        if name in self._instances or directory.exists():
+            raise Conflict(f"A backpack named '{name}' exists already.", {"name": name})
+        await asyncio.to_thread(_make_directory, directory)
+        instance = self._register(name)
+        await instance.start()
+        if instance.state == FAILED:
+            reason = instance.reason
+            await self.remove(name)
+            raise Unavailable(f"The backpack '{name}' could not start: {reason}.")
+
+    def attach(self, name: str) -> None:
+        self._register(name)
+
+    def names(self) -> list[str]:
+        return list(self._instances)
+
+    async def start(self, name: str) -> None:
+        await self._register(name).start()
+
+    async def stop(self, name: str) -> None:
+        await self._get(name).stop()
+
+    async def remove(self, name: str) -> None:
+        instance = self._instances.pop(name, None)
+        if instance is not None:
+            await instance.stop()
+            instance.log.close()
+        await asyncio.to_thread(shutil.rmtree, self.root / name, True)
+
+    async def restore(self, name: str, archive: Path) -> None:
+        """Make the backpack `name` what the backup `archive` holds, replacing any current one.
+
+        The archive is unpacked and verified beside the backpack first; the
+        current backpack is stopped and swapped out only once that succeeded.
+        """
+        tag = secrets.token_hex(4)
+        staging = self.root / f".restore-{name}-{tag}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(restore_backup, archive, staging)
+        old = self._instances.pop(name, None)
+        if old is not None:
+            await old.stop()
+            old.log.close()
+        target = self.root / name
+        replaced = self.root / f".replaced-{name}-{tag}"
+        await asyncio.to_thread(_swap_in, staging, target, replaced)
+        instance = self._register(name)
+        instance.log.event("restored", "Restored from a backup.")
+        await instance.start()
+
+    def status(self, name: str) -> Status:
+        instance = self._get(name)
+        return Status(instance.state, instance.reason)
+
+    def endpoint(self, name: str) -> EmbeddedInstance | None:
+        return self._instances.get(name)
+
+    def instance(self, name: str) -> EmbeddedInstance:
+        return self._get(name)
+
+    def logs(
+        self, name: str, after: str | None, limit: int, matcher: LogFilter
+    ) -> list[JSONObject]:
+        return self._get(name).log.read(after, limit, matcher)
+
+    async def secret_key(self, name: str) -> str:
+        instance = self._get(name)
+        if instance.ctx is not None:
+            return instance.ctx.secret_key
+        return (await asyncio.to_thread(load_secret_key, instance.directory, {})).value
+
+    async def rotate_key(self, name: str, new_key: str) -> None:
+        instance = self._get(name)
+        await asyncio.to_thread(store_secret_key, instance.directory, new_key)
+        if instance.ctx is not None:
+            instance.ctx.rotate_secret_key(new_key)
+        instance.log.event("key_rotated", "The secret key was rotated.")
+
+    async def stats(self, name: str) -> Stats:
+        instance = self._get(name)
+        ctx = instance.ctx
+        disk = await asyncio.to_thread(_disk_usage, instance.directory)
+        if ctx is None:
+            return Stats(0, 0, 0, disk, 0)
+        records = await ctx.data.count_records()
+        system = await ctx.data.count_records(system=True)
+        return Stats(
+            records=sum(records.values()),
+            users=system.get("_users", 0),
+            files=system.get("_files", 0),
+            storage_bytes=disk,
+            realtime_connections=len(ctx.realtime.connections),
+        )
+
+    async def close(self) -> None:
+        for instance in list(self._instances.values()):
+            await instance.stop()
+            instance.log.close()
+
+
+def _swap_in(staging: Path, target: Path, replaced: Path) -> None:
+    if target.exists():
+        os.replace(target, replaced)
+    os.replace(staging, target)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _make_directory(directory: Path) -> None:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700)
+
+
+def _disk_usage(directory: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
