@@ -124,6 +124,12 @@ def test_ranges(server: RunningServer, bucket: str) -> None:
     multiple = get("bytes=0-1,5-6")
     assert multiple.status_code == 200 and multiple.content == data
     assert get("items=0-5").status_code == 200
+    # HEAD tells what a GET would send, the length included, without the bytes.
+    head = httpx.head(url, headers=headers)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(data))
+    head_part = httpx.head(url, headers={**headers, "Range": "bytes=10-19"})
+    assert head_part.status_code == 206 and head_part.headers["content-length"] == "10"
 
 
 def test_names_are_made_safe(server: RunningServer, bucket: str) -> None:

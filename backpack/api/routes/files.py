@@ -190,8 +190,10 @@ def routes(ctx: InstanceContext) -> list[Route]:
         status = 206 if byte_range is not None else 200
         if status == 206:
             headers.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
-        if request.method == "HEAD" or end == start:
+        if end == start:
             return Response(status, b"", mime.encode(), headers)
+        if request.method == "HEAD":  # the headers of the GET, Content-Length included
+            return Response(status, b"", mime.encode(), headers, _no_bytes(), end - start)
         stream = await files.blobs.read(download.key, start, end, chunk_size=_READ_CHUNK)
         return Response(status, b"", mime.encode(), headers, stream, end - start)
 
@@ -393,6 +395,11 @@ def _not_modified(request: Request, etag: str, modified: datetime) -> bool:
     except (TypeError, ValueError):
         return False
     return when.tzinfo is not None and modified.replace(microsecond=0) <= when
+
+
+async def _no_bytes() -> AsyncIterator[bytes]:
+    return
+    yield b""
 
 
 async def _read_all(chunks: AsyncIterator[bytes], size: int) -> bytes:
