@@ -35,7 +35,7 @@ from backpack.errors import (
     Unauthorized,
 )
 from backpack.platform import backup, sites
-from backpack.platform.control import ControlPlane
+from backpack.platform.control import SCRATCH_DIR, ControlPlane
 from backpack.platform.logs import LogFilter
 from backpack.platform.metrics import parse_window, render_prometheus
 from backpack.platform.store import Admin
@@ -117,7 +117,7 @@ class AdminApi:
 
     def __init__(self, control: ControlPlane) -> None:
         self.control = control
-        self.scratch = control.data_dir / "tmp"
+        self.scratch = control.data_dir / SCRATCH_DIR
         self.router = Router(self._routes())
 
     async def admin(self, request: Request) -> Admin:

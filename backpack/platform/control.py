@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from backpack.types import JSONObject
 log = logging.getLogger("backpack.control")
 
 INSTANCES_DIR: Final = "instances"
+SCRATCH_DIR: Final = "tmp"
 CONSOLE_TOKEN_TTL: Final = 15 * 60  # seconds
 SAMPLE_INTERVAL: Final = 60.0  # seconds between gauge samples (records, users, storage …)
 FLUSH_INTERVAL: Final = 5.0  # seconds between log and metrics flushes to disk
@@ -91,6 +93,8 @@ class ControlPlane:
         background sampling runs.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if serve:
+            await asyncio.to_thread(_remove_leftovers, self.data_dir)
         await self.store.open()
         for record in await self.store.list_instances():
             if serve and record.status == RUNNING:
@@ -277,6 +281,20 @@ class ControlPlane:
     async def instance(self, name: str) -> EmbeddedInstance:
         await self._record(name)
         return self.runtime.instance(name)
+
+
+def _remove_leftovers(data_dir: Path) -> None:
+    """What an interrupted upload, backup or restore left: scratch files and dot-folders."""
+    shutil.rmtree(data_dir / SCRATCH_DIR, ignore_errors=True)
+    root = data_dir / INSTANCES_DIR
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        if entry.name.startswith("."):  # never a backpack: names start with a letter
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_dir():
+            for inner in entry.glob(".backup-*"):
+                shutil.rmtree(inner, ignore_errors=True)
 
 
 def _flush(instance: EmbeddedInstance) -> None:
