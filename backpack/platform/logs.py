@@ -37,6 +37,7 @@ PENDING_MAX_BYTES = 256 * 1024  # unflushed lines beyond this are dropped (and c
 SUBSCRIPTION_QUEUE = 1000
 _RESERVED = frozenset({"id", "time", "type", "kind", "message"})
 _CURSOR = re.compile(r"[0-9]{1,16}")
+_STATUS = re.compile(r"[1-5][0-9]{2}")
 _ENTRY_TYPES = ("request", "event")
 
 
@@ -91,7 +92,7 @@ class LogFilter:
         raw_status = params.get("min_status")
         min_status = None
         if raw_status is not None:
-            if not raw_status.isdigit() or not 100 <= int(raw_status) <= 599:
+            if not _STATUS.fullmatch(raw_status):
                 raise BadRequest("min_status must be an HTTP status from 100 to 599.")
             min_status = int(raw_status)
         return cls(entry_type, min_status, params.get("user_id"), params.get("request_id"))
@@ -309,7 +310,13 @@ class InstanceLog:
         return {"id": f"{self._last_id:016d}", "time": stamp, "type": entry_type}
 
     def _append(self, entry: JSONObject) -> None:
-        line = orjson.dumps(entry)
+        try:
+            line = orjson.dumps(entry)
+        except orjson.JSONEncodeError:  # a lone surrogate in a path or field: replace it
+            for key, value in entry.items():
+                if isinstance(value, str):
+                    entry[key] = value.encode("utf-8", "replace").decode()
+            line = orjson.dumps(entry)
         if self._pending_bytes + len(line) > PENDING_MAX_BYTES:
             self._dropped += 1
             return

@@ -105,7 +105,7 @@ class _Minute:
             self.statuses[key] = self.statuses.get(key, 0) + count
         for cell, count in later.latency.items():
             self.latency[cell] = self.latency.get(cell, 0) + count
-        if True:
+        if later.gauges is not None:
             self.gauges = later.gauges
 
     def encode(self) -> bytes:

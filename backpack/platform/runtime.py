@@ -27,7 +27,7 @@ from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
 from backpack.platform.backup import restore_backup
 from backpack.platform.instance import build_instance, load_secret_key, store_secret_key
 from backpack.platform.logs import InstanceLog, LogFilter
-from backpack.platform.metrics import InstanceMetrics, route_group
+from backpack.platform.metrics import METRICS_FILE, InstanceMetrics, route_group
 from backpack.platform.sites import SiteServer
 from backpack.types import JSONObject
 
@@ -38,7 +38,6 @@ STOPPED: Final = "stopped"
 FAILED: Final = "failed"
 SITE_DIR: Final = "site"
 LOG_DIR: Final = "logs"
-METRICS_FILE: Final = "metrics.json"
 
 AdminCheck = Callable[[str], Awaitable[bool]]
 

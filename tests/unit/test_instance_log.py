@@ -77,6 +77,13 @@ def test_query_strings_and_fragments_are_never_logged(tmp_path: Path) -> None:
     assert len(str(paths[2])) == MAX_PATH and str(paths[2]).endswith("...")
 
 
+def test_text_that_is_not_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
+    log = InstanceLog(tmp_path, clock=Clock())
+    log.request("GET", "/api/x\udcff", 404, 0.001, None, "r1")
+    log.close()
+    assert stored(tmp_path)[0]["path"] == "/api/x?"
+
+
 def test_events_carry_their_fields_and_reserved_names_are_refused(tmp_path: Path) -> None:
     log = InstanceLog(tmp_path, clock=Clock())
     log.event("started", "Backpack started", runtime="embedded", pid=42)
@@ -118,6 +125,7 @@ def test_read_with_and_without_a_cursor(tmp_path: Path) -> None:
     assert log.read(limit=3) == everything[-3:]  # no cursor: the latest, oldest first
     assert log.read(after=ids[4], limit=2) == everything[5:7]  # strictly after the cursor
     assert log.read(after="0") == everything
+    assert log.read(after="5") == everything  # a short id is a small number
     assert log.read(after=ids[-1]) == []
     assert log.read(after="9" * 16) == []
 
@@ -165,7 +173,8 @@ def test_filters(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", [{"type": "requests"}, {"min_status": "abc"}, {"min_status": "700"}]
+    "query",
+    [{"type": "requests"}, {"min_status": "abc"}, {"min_status": "700"}, {"min_status": "5²0"}],
 )
 def test_filter_parsing_refuses_bad_values(query: dict[str, str]) -> None:
     with pytest.raises(BadRequest):

@@ -280,7 +280,7 @@ def test_without_a_file_only_24_hours_stay_in_memory() -> None:
         metrics.set_gauges(**gauges(records=3))
         metrics.flush()
         clock.now += 3600
-    clock.now += DAY - 6 * 3600 + 3 * 3600 + 90  # the first three hours are beyond 24 h
+    clock.now += DAY - 3 * 3600 - 90  # the first three hours are beyond 24 h
     metrics.observe("records", 200, 0.001)
     series = metrics.series(DAY)
     assert series["totals"]["requests"] == 4
