@@ -393,7 +393,7 @@ class AdminApi:
             response = Response(200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
         except BackpackError as exc:
             response = error_response(exc)
-        await response.send(send)
+        await response.send(send, [(b"x-request-id", _request_id(scope))])
 
     async def log_stream(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         """WebSocket …/logs/stream: new log entries as JSON text frames."""

@@ -31,6 +31,7 @@ from backpack.platform.runtime import (
     EmbeddedInstance,
     EmbeddedRuntime,
     Stats,
+    Status,
 )
 from backpack.platform.store import ControlStore, InstanceRecord
 from backpack.types import JSONObject
@@ -75,7 +76,7 @@ class ControlPlane:
         self.sample_interval = sample_interval
         self._stats: dict[str, Stats] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._create_lock = asyncio.Lock()
+        self._serving = False  # in the CLI the registry, not the runtime, tells the status
 
     async def _is_admin_token(self, token: str) -> bool:
         try:
@@ -96,6 +97,7 @@ class ControlPlane:
         if serve:
             await asyncio.to_thread(_remove_leftovers, self.data_dir)
         await self.store.open()
+        self._serving = serve
         for record in await self.store.list_instances():
             if serve and record.status == RUNNING:
                 await self.runtime.start(record.name)
@@ -225,7 +227,7 @@ class ControlPlane:
         return self._json(record, origin)
 
     def _json(self, record: InstanceRecord, origin: str) -> JSONObject:
-        status = self.runtime.status(record.name)
+        status = self.runtime.status(record.name) if self._serving else Status(record.status)
         stats = self._stats.get(record.name)
         path_base = f"{origin}/i/{record.name}"
         host_base = self.addressing.host_url(record.name)

@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Final
 
 from backpack import __version__
-from backpack.api.app import error_response
+from backpack.api.app import _request_id, error_response
 from backpack.api.http import Receive, Response, Scope, Send, json_response
 from backpack.errors import BackpackError, NotFound
 from backpack.platform.admin_api import PREFIX, AdminApi
@@ -72,15 +72,16 @@ class DeploymentApp:
         elif kind != "http":
             await send({"type": "websocket.close", "code": 1008})
         elif path == "/admin" or path.startswith("/admin/"):
-            await self._console(path, send)
+            await self._console(scope, send)
         elif path == "/metrics":
             await self.admin_api.prometheus(scope, receive, send)
         elif path == "/api/health":
-            await json_response({"status": "ok", "version": __version__}).send(send)
+            await json_response({"status": "ok", "version": __version__}).send(send, _ids(scope))
         elif path == "/":
-            await Response(302, b"", None, [(b"location", b"/admin/")]).send(send)
+            await Response(302, b"", None, [(b"location", b"/admin/")]).send(send, _ids(scope))
         else:
-            await _not_found(f"Nothing here at {path[:200]}; backpacks live at /i/NAME.", send)
+            message = f"Nothing here at {path[:200]}; backpacks live at /i/NAME."
+            await error_response(NotFound(message)).send(send, _ids(scope))
 
     def _host_name(self, scope: Scope) -> str | None:
         """NAME when the request's Host is NAME.DOMAIN (any port), else None."""
@@ -134,13 +135,14 @@ class DeploymentApp:
                 return
         await send({"type": "websocket.close", "code": 1008})
 
-    async def _console(self, path: str, send: Send) -> None:
+    async def _console(self, scope: Scope, send: Send) -> None:
         headers = [
             (b"cache-control", b"no-cache"),
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"DENY"),
         ]
-        await Response(200, _console_page(), b"text/html; charset=utf-8", headers).send(send)
+        page = Response(200, _console_page(), b"text/html; charset=utf-8", headers)
+        await page.send(send, _ids(scope))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -159,8 +161,9 @@ class DeploymentApp:
                 return
 
 
-async def _not_found(message: str, send: Send) -> None:
-    await error_response(NotFound(message)).send(send)
+def _ids(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The X-Request-Id header every response carries."""
+    return [(b"x-request-id", _request_id(scope))]
 
 
 async def _no_backpack(name: str, scope: Scope, send: Send) -> None:
@@ -168,6 +171,5 @@ async def _no_backpack(name: str, scope: Scope, send: Send) -> None:
         await send({"type": "websocket.close", "code": 1008})
     elif scope["type"] == "http":
         shown = name[:60]
-        await error_response(NotFound(f"There is no backpack '{shown}'.", {"name": shown})).send(
-            send
-        )
+        error = NotFound(f"There is no backpack '{shown}'.", {"name": shown})
+        await error_response(error).send(send, _ids(scope))

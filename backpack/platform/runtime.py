@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from backpack.api.app import BackpackApp, error_response
+from backpack.api.app import BackpackApp, _request_id, error_response
 from backpack.api.context import InstanceContext
 from backpack.api.http import Receive, Scope, Send
 from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
@@ -193,9 +193,12 @@ class EmbeddedInstance:
             await self._unavailable(scope, send)
             return
         server = self.site_server
+        request_id = _request_id(scope)
+        scope["backpack.request_id"] = request_id.decode()
+        headers = (*extra_headers, (b"x-request-id", request_id))
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await server(scope, receive, send, path, extra_headers)
+            await server(scope, receive, send, path, headers)
 
         await self._observed(app, scope, receive, send)
 
@@ -242,7 +245,7 @@ class EmbeddedInstance:
             f"The backpack '{self.name}' is {self.state}{why}.",
             {"backpack": self.name, "status": self.state},
         )
-        await error_response(error).send(send)
+        await error_response(error).send(send, [(b"x-request-id", _request_id(scope))])
 
 
 async def _close_quietly(ctx: InstanceContext) -> None:
