@@ -17,14 +17,14 @@ where a site runs as itself.
 from __future__ import annotations
 
 import logging
-from importlib import resources
 from typing import Final
 
 from backpack import __version__
 from backpack.api.app import _request_id, error_response
 from backpack.api.http import Receive, Response, Scope, Send, json_response
-from backpack.errors import BackpackError, NotFound
+from backpack.errors import BackpackError, MethodNotAllowed, NotFound
 from backpack.platform.admin_api import PREFIX, AdminApi
+from backpack.platform.console import ConsoleFiles
 from backpack.platform.control import ControlPlane
 from backpack.platform.runtime import Endpoint
 
@@ -39,17 +39,11 @@ _PATH_SITE_HEADERS: Final = (
 _LOGS_STREAM: Final = "/logs/stream"
 
 
-def _console_page() -> bytes:
-    try:
-        return (resources.files("backpack") / "admin_ui" / "index.html").read_bytes()
-    except (FileNotFoundError, OSError):
-        return b"<!doctype html><title>Backpack</title><p>Backpack console</p>"
-
-
 class DeploymentApp:
     def __init__(self, control: ControlPlane) -> None:
         self.control = control
         self.admin_api = AdminApi(control)
+        self.console = ConsoleFiles()
         self._suffix = "." + control.addressing.domain.lower()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,13 +130,17 @@ class DeploymentApp:
         await send({"type": "websocket.close", "code": 1008})
 
     async def _console(self, scope: Scope, send: Send) -> None:
-        headers = [
-            (b"cache-control", b"no-cache"),
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-        ]
-        page = Response(200, _console_page(), b"text/html; charset=utf-8", headers)
-        await page.send(send, _ids(scope))
+        try:
+            if scope["method"] not in ("GET", "HEAD"):
+                raise MethodNotAllowed("The console's files are read with GET.", {"allow": "GET"})
+            etag = next(
+                (bytes(v).decode("latin-1") for k, v in scope["headers"] if k == b"if-none-match"),
+                None,
+            )
+            response = self.console.response(scope["path"], etag)
+        except BackpackError as exc:
+            response = error_response(exc)
+        await response.send(send, _ids(scope))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
