@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from backpack.api.context import InstanceContext
 from backpack.api.http import (
@@ -98,6 +99,9 @@ class BackpackApp:
         self.routes += sdk.routes(ctx)
         self.routes += meta.routes(ctx, self._route_table)
         self.router = Router(self.routes)
+        # Told of every answered HTTP request (scope, status, seconds): the control plane's
+        # metrics and request log. None when the backpack runs alone.
+        self.on_request: Callable[[Scope, int, float], None] | None = None
 
     def _route_table(self) -> Sequence[Route]:
         return self.routes
@@ -105,7 +109,16 @@ class BackpackApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            observer = self.on_request
+            if observer is None:
+                await self._http(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500  # the client went away before the answer was sent
+            try:
+                status = await self._http(scope, receive, send)
+            finally:
+                observer(scope, status, time.perf_counter() - started)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
@@ -114,7 +127,8 @@ class BackpackApp:
             else:
                 await send({"type": "websocket.close", "code": 1008})
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer one request; its status."""
         request_id = _request_id(scope)
         scope["backpack.request_id"] = request_id.decode()
         cors: list[tuple[bytes, bytes]] = []
@@ -125,8 +139,7 @@ class BackpackApp:
                 if scope["method"] == "OPTIONS" and _header(
                     scope, b"access-control-request-method"
                 ):
-                    await self._preflight(origin, cors, scope, request_id, send)
-                    return
+                    return await self._preflight(origin, cors, scope, request_id, send)
             per_minute = self.ctx.settings.current.api_per_minute
             if per_minute:
                 client = scope.get("client")
@@ -145,6 +158,7 @@ class BackpackApp:
                 )
             )
         await response.send(send, [(b"x-request-id", request_id), *cors])
+        return response.status
 
     def _cors_headers(self, origin: str, request: Request) -> list[tuple[bytes, bytes]]:
         if not self.ctx.origin_allowed(origin, request):
@@ -163,7 +177,7 @@ class BackpackApp:
         scope: Scope,
         request_id: bytes,
         send: Send,
-    ) -> None:
+    ) -> int:
         if len(cors) == 1:
             response = error_response(
                 Forbidden(f"Origin {origin[:200]} is not allowed.", {"origin": origin[:200]})
@@ -177,6 +191,7 @@ class BackpackApp:
                 (b"access-control-max-age", b"600"),
             ]
         await response.send(send, [(b"x-request-id", request_id), *cors])
+        return response.status
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

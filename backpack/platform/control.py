@@ -42,7 +42,7 @@ INSTANCES_DIR: Final = "instances"
 SCRATCH_DIR: Final = "tmp"
 CONSOLE_TOKEN_TTL: Final = 15 * 60  # seconds
 SAMPLE_INTERVAL: Final = 60.0  # seconds between gauge samples (records, users, storage …)
-FLUSH_INTERVAL: Final = 5.0  # seconds between log and metrics flushes to disk
+FLUSH_INTERVAL: Final = 1.0  # seconds between log and metrics flushes to disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +99,9 @@ class ControlPlane:
         await self.store.open()
         self._serving = serve
         for record in await self.store.list_instances():
+            self.runtime.attach(record.name)
             if serve and record.status == RUNNING:
                 await self.runtime.start(record.name)
-            else:
-                self.runtime.attach(record.name)
         if not serve:
             return
         self._tasks = [
@@ -135,9 +134,10 @@ class ControlPlane:
                 await self._refresh_stats(record.name)
 
     async def flush(self) -> None:
+        # On the event loop: the log and the metrics are not thread-safe, and a flush is
+        # an append of what a second or so of requests wrote (no fsync).
         for name in self.runtime.names():
-            instance = self.runtime.instance(name)
-            await asyncio.to_thread(_flush, instance)
+            _flush(self.runtime.instance(name))
 
     async def _refresh_stats(self, name: str) -> Stats:
         stats = await self.runtime.stats(name)

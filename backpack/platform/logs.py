@@ -33,12 +33,17 @@ ROTATED_FILE = "log.1.jsonl"
 MAX_PATH = 512
 MAX_READ = 1000
 TAIL_ENTRIES = 256  # recent entries kept in memory to serve `read` without the disk
-PENDING_MAX_BYTES = 256 * 1024  # unflushed lines beyond this are dropped (and counted)
+FLUSH_BYTES = 256 * 1024  # unflushed lines that make a request write them out at once
+PENDING_MAX_BYTES = 1024 * 1024  # unflushed lines beyond this (a failing disk) are dropped
 SUBSCRIPTION_QUEUE = 1000
 _RESERVED = frozenset({"id", "time", "type", "kind", "message"})
 _CURSOR = re.compile(r"[0-9]{1,16}")
 _STATUS = re.compile(r"[1-5][0-9]{2}")
 _ENTRY_TYPES = ("request", "event")
+_REQUEST_LINE = (
+    b'{"id":"%s","time":"%s","type":"request","method":%s,"path":%s,"status":%d,'
+    b'"duration_ms":%a,"user_id":%s,"request_id":%s}'
+)
 
 
 def clean_path(path: str) -> str:
@@ -177,7 +182,10 @@ class InstanceLog:
         self._tail: deque[bytes] = deque(maxlen=TAIL_ENTRIES)
         self._subscribers: set[Subscription] = set()
         self._second = -1
-        self._second_text = ""
+        self._second_text = b""
+        self._ms = -1
+        self._ms_text = b""
+        self._flush_at = FLUSH_BYTES
         directory.mkdir(parents=True, exist_ok=True)
         self._size = cut_partial_line(self._file)
         cut_partial_line(self._rotated)
@@ -195,15 +203,36 @@ class InstanceLog:
         user_id: str | None,
         request_id: str,
     ) -> None:
-        """Log one answered request (the hot path: memory only). No bodies, no headers."""
-        entry: JSONObject = self._stamp("request")
-        entry["method"] = method[:16]
-        entry["path"] = clean_path(path)
-        entry["status"] = status
-        entry["duration_ms"] = int(duration_s * 1_000_000) / 1000
-        entry["user_id"] = user_id
-        entry["request_id"] = request_id[:128]
-        self._append(entry)
+        """Log one answered request (the hot path: memory only). No bodies, no headers.
+
+        The JSON line is formatted directly, without a dict: this runs on every
+        request of every backpack.
+        """
+        ident, stamp = self._next_id()
+        duration_ms = int(duration_s * 1_000_000) / 1000
+        try:
+            line = _REQUEST_LINE % (
+                ident,
+                stamp,
+                orjson.dumps(method[:16]),
+                orjson.dumps(clean_path(path)),
+                status,
+                duration_ms,
+                b"null" if user_id is None else orjson.dumps(user_id),
+                orjson.dumps(request_id[:128]),
+            )
+        except orjson.JSONEncodeError:  # a lone surrogate in the path: replace it
+            entry: JSONObject = {"id": ident.decode(), "time": stamp.decode(), "type": "request"}
+            entry.update(
+                method=method[:16],
+                path=clean_path(path).encode("utf-8", "replace").decode(),
+                status=status,
+                duration_ms=duration_ms,
+                user_id=user_id,
+                request_id=request_id[:128],
+            )
+            line = orjson.dumps(entry)
+        self._append_line(line, None)
 
     def event(self, kind: str, message: str, **fields: JSONScalar) -> None:
         """Log an instance event (started, stopped, failed, key rotated …); never pass secrets."""
@@ -283,14 +312,20 @@ class InstanceLog:
         if not lines:
             return
         chunk = b"".join(line + b"\n" for line in lines)
-        if self._size + len(chunk) > self._half:
-            if self._size:
-                os.replace(self._file, self._rotated)
-                self._size = 0
-            while len(chunk) > self._half:  # one batch bigger than a file: keep its newest lines
-                chunk = chunk[chunk.index(b"\n") + 1 :]
-        with open(self._file, "ab") as out:
-            out.write(chunk)
+        try:
+            if self._size + len(chunk) > self._half:
+                if self._size:
+                    os.replace(self._file, self._rotated)
+                    self._size = 0
+                while len(chunk) > self._half:  # one batch bigger than a file: keep the newest
+                    chunk = chunk[chunk.index(b"\n") + 1 :]
+            with open(self._file, "ab") as out:
+                out.write(chunk)
+        except OSError:
+            # Keep the lines for the next flush (within the buffer's cap) and tell the caller.
+            self._pending = lines + self._pending
+            self._pending_bytes = sum(len(line) + 1 for line in self._pending)
+            raise
         self._size += len(chunk)
 
     def close(self) -> None:
@@ -299,15 +334,24 @@ class InstanceLog:
         for subscription in list(self._subscribers):
             subscription.close()
 
+    def _next_id(self) -> tuple[bytes, bytes]:
+        """A new entry's id and time, as ASCII (the time's text is made once per millisecond)."""
+        ms = int(self._clock() * 1000)
+        following = self._last_id + 1
+        floor = ms * 1000
+        self._last_id = ident = following if following > floor else floor
+        if ms != self._ms:
+            self._ms = ms
+            second = ms // 1000
+            if second != self._second:
+                self._second = second
+                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+            self._ms_text = b"%s.%03dZ" % (self._second_text, ms % 1000)
+        return b"%016d" % ident, self._ms_text
+
     def _stamp(self, entry_type: str) -> JSONObject:
-        now = self._clock()
-        self._last_id = max(self._last_id + 1, int(now * 1000) * 1000)
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        stamp = f"{self._second_text}.{int(now * 1000) % 1000:03d}Z"
-        return {"id": f"{self._last_id:016d}", "time": stamp, "type": entry_type}
+        ident, stamp = self._next_id()
+        return {"id": ident.decode(), "time": stamp.decode(), "type": entry_type}
 
     def _append(self, entry: JSONObject) -> None:
         try:
@@ -317,6 +361,18 @@ class InstanceLog:
                 if isinstance(value, str):
                     entry[key] = value.encode("utf-8", "replace").decode()
             line = orjson.dumps(entry)
+        self._append_line(line, entry)
+
+    def _append_line(self, line: bytes, entry: JSONObject | None) -> None:
+        if self._pending_bytes >= self._flush_at:
+            # A busy backpack writes its lines as they pile up, a few hundred KB at a time
+            # (no fsync); the periodic flush covers the quiet ones. After a failed write,
+            # the next try waits for as much again.
+            try:
+                self.flush()
+                self._flush_at = FLUSH_BYTES
+            except OSError:
+                self._flush_at = self._pending_bytes + FLUSH_BYTES
         if self._pending_bytes + len(line) > PENDING_MAX_BYTES:
             self._dropped += 1
             return
@@ -326,8 +382,9 @@ class InstanceLog:
             self._older_on_disk = True
         self._tail.append(line)
         if self._subscribers:
+            parsed: JSONObject = orjson.loads(line) if entry is None else entry
             for subscription in tuple(self._subscribers):
-                subscription.push(entry)
+                subscription.push(parsed)
 
     def _everything(self) -> Iterator[dict[str, Any]]:
         """Every retained entry, oldest first: both files, then the unflushed buffer."""

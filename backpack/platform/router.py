@@ -37,6 +37,7 @@ _PATH_SITE_HEADERS: Final = (
     ),
 )
 _LOGS_STREAM: Final = "/logs/stream"
+_HOST_CACHE: Final = 4096
 
 
 class DeploymentApp:
@@ -45,6 +46,7 @@ class DeploymentApp:
         self.admin_api = AdminApi(control)
         self.console = ConsoleFiles()
         self._suffix = "." + control.addressing.domain.lower()
+        self._hosts: dict[bytes, str | None] = {}  # Host header → backpack name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -81,12 +83,21 @@ class DeploymentApp:
         """NAME when the request's Host is NAME.DOMAIN (any port), else None."""
         for key, value in scope["headers"]:
             if key == b"host":
+                cache = self._hosts
+                try:
+                    return cache[value]
+                except KeyError:
+                    pass
                 host: str = bytes(value).decode("latin-1").lower().rsplit(":", 1)[0]
+                name: str | None = None
                 if host.endswith(self._suffix):
                     name = host[: -len(self._suffix)]
-                    if name and "." not in name:
-                        return name
-                return None
+                    if not name or "." in name:
+                        name = None
+                if len(cache) >= _HOST_CACHE:
+                    cache.clear()
+                cache[bytes(value)] = name
+                return name
         return None
 
     async def _by_host(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:

@@ -153,7 +153,9 @@ class EmbeddedInstance:
                 if ctx is not None:
                     await _close_quietly(ctx)
                 return
-            self.ctx, self.app = ctx, BackpackApp(ctx)
+            app = BackpackApp(ctx)
+            app.on_request = self._record
+            self.ctx, self.app = ctx, app
             self.state, self.reason = RUNNING, None
             self.log.event("started", "Started.")
 
@@ -173,10 +175,7 @@ class EmbeddedInstance:
         if app is None:
             await self._unavailable(scope, send)
             return
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        await self._observed(app, scope, receive, send)
+        await app(scope, receive, send)  # HTTP requests come back through _record
 
     async def site(
         self,
@@ -209,7 +208,7 @@ class EmbeddedInstance:
         receive: Receive,
         send: Send,
     ) -> None:
-        """Run `app`, then count the request in the metrics and write it to the log."""
+        """Run `app` (the site), then record the request like the backpack's own."""
         started = time.perf_counter()
         status = 500
 
@@ -222,17 +221,20 @@ class EmbeddedInstance:
         try:
             await app(scope, receive, observed_send)
         finally:
-            seconds = time.perf_counter() - started
-            path: str = scope["path"]
-            self.metrics.observe(route_group(path), status, seconds)
-            self.log.request(
-                scope["method"],
-                path,
-                status,
-                seconds,
-                scope.get("backpack.user"),
-                scope.get("backpack.request_id", ""),
-            )
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one answered request in the metrics and write it to the log."""
+        path: str = scope["path"]
+        self.metrics.observe(route_group(path), status, seconds)
+        self.log.request(
+            scope["method"],
+            path,
+            status,
+            seconds,
+            scope.get("backpack.user"),
+            scope.get("backpack.request_id", ""),
+        )
 
     async def _unavailable(self, scope: Scope, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -281,9 +283,10 @@ class EmbeddedRuntime:
 
     async def create(self, name: str) -> None:
         directory = self.root / name
+        # No await until the name is registered: of two creates, the second sees the first.
         if name in self._instances or directory.exists():
             raise Conflict(f"A backpack named '{name}' exists already.", {"name": name})
-        await asyncio.to_thread(_make_directory, directory)
+        _make_directory(directory)
         instance = self._register(name)
         await instance.start()
         if instance.state == FAILED:
@@ -298,7 +301,7 @@ class EmbeddedRuntime:
         return list(self._instances)
 
     async def start(self, name: str) -> None:
-        await self._register(name).start()
+        await self._get(name).start()
 
     async def stop(self, name: str) -> None:
         await self._get(name).stop()

@@ -221,9 +221,13 @@ def test_a_half_written_line_is_cut_on_open(tmp_path: Path) -> None:
 
 
 def test_entries_beyond_the_buffer_are_dropped_and_reported(tmp_path: Path) -> None:
-    log = InstanceLog(tmp_path, clock=Clock())
-    count = PENDING_MAX_BYTES // 150 + 500  # more than the buffer holds without a flush
+    log = InstanceLog(tmp_path, max_bytes=16 * PENDING_MAX_BYTES, clock=Clock())
+    (tmp_path / LOG_FILE).mkdir()  # every write fails until it is gone
+    count = PENDING_MAX_BYTES // 50  # more than the buffer holds without a flush
     log_get(log, count)
+    with pytest.raises(OSError):
+        log.flush()
+    (tmp_path / LOG_FILE).rmdir()
     log.flush()
     entries = stored(tmp_path)
     assert len(entries) < count
