@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.realtime
+	$(BIN)/python -m bench.control
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
