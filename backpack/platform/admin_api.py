@@ -66,9 +66,21 @@ def admin_token(request: Request) -> str | None:
     cookie = request.cookies.get(ADMIN_COOKIE)
     if not cookie:
         return None
-    if request.method in _UNSAFE and request.headers.get("origin") != request.origin:
+    # Unsafe methods and WebSockets (which browsers open from any page) must come from the
+    # console's own origin when the cookie is what authenticates them.
+    websocket = request.scope["type"] == "websocket"
+    if (websocket or request.method in _UNSAFE) and request.headers.get("origin") != _own_origin(
+        request
+    ):
         raise Forbidden("A cookie-authenticated request must come from the console's origin.")
     return cookie
+
+
+def _own_origin(request: Request) -> str:
+    scheme = request.scope.get("scheme", "http")
+    if request.scope["type"] == "websocket":
+        scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    return f"{scheme}://{request.headers.get('host', '')}"
 
 
 def _cookie(request: Request, token: str, max_age: int) -> tuple[bytes, bytes]:

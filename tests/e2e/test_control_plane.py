@@ -644,6 +644,24 @@ async def test_log_stream_over_websocket(dep: Deployment) -> None:
             pass
 
 
+async def test_log_stream_with_the_cookie_needs_the_console_origin(dep: Deployment) -> None:
+    name = create_instance(dep)
+    stream = f"ws://127.0.0.1:{dep.port}{INSTANCES}/{name}/logs/stream"
+    cookie = {"Cookie": f"bp_admin={dep.token}"}
+    own = {**cookie, "Origin": f"http://127.0.0.1:{dep.port}"}
+    async with connect(stream, additional_headers=own) as socket:
+        with dep.backpack(name) as bp:
+            assert bp.get("/api/health").status_code == 200
+        async with asyncio.timeout(10):
+            entry = json.loads(await socket.recv())
+        assert entry["type"] in ("request", "event")
+    # A page of another site may open WebSockets with the admin's cookie: refused.
+    for headers in ({**cookie, "Origin": "http://evil.example"}, cookie):
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            async with connect(stream, additional_headers=headers):
+                pass
+
+
 # backup and restore
 
 

@@ -60,6 +60,66 @@ export const api = {
   request,
 };
 
+/**
+ * Send `blob` as the raw body with XMLHttpRequest, whose upload events give progress:
+ * onProgress(fraction). Resolves with the JSON answer; failures are ApiErrors.
+ */
+export function uploadWithProgress(method, path, blob, { onProgress } = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, `/admin/api${path}`);
+    xhr.setRequestHeader("Content-Type", blob.type || "application/octet-stream");
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable && onProgress) onProgress(event.loaded / event.total);
+    });
+    xhr.addEventListener("load", () => {
+      let parsed = null;
+      try {
+        parsed = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+      } catch {
+        parsed = null;
+      }
+      if (xhr.status >= 200 && xhr.status < 300) return resolve(parsed);
+      if (xhr.status === 401) onUnauthorized(location.hash);
+      reject(new ApiError(xhr.status, parsed));
+    });
+    xhr.addEventListener("error", () =>
+      reject(new ApiError(0, { error: { message: "The upload failed: the connection was lost." } })));
+    xhr.send(blob);
+  });
+}
+
+/**
+ * Request `path` and read the answer as a file, with onProgress(fraction | null) while it
+ * arrives (null when the size is unknown). Resolves with {blob, filename}.
+ */
+export async function downloadWithProgress(method, path, { onProgress } = {}) {
+  const response = await request(method, path);
+  if (!(response instanceof Response)) throw new ApiError(500, { error: { message: "Expected a file, got JSON." } });
+  const total = Number(response.headers.get("content-length")) || 0;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    if (onProgress) onProgress(total ? loaded / total : null);
+  }
+  const disposition = response.headers.get("content-disposition") || "";
+  const match = disposition.match(/filename="([^"]+)"/);
+  const type = response.headers.get("content-type") || "application/octet-stream";
+  return { blob: new Blob(chunks, { type }), filename: match ? match[1] : "download" };
+}
+
+/** The WebSocket URL of a backpack's live log (the admin's cookie goes with it). */
+export function logStreamUrl(name, query) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const qs = query && query.toString() ? `?${query}` : "";
+  return `${scheme}//${location.host}/admin/api/instances/${encodeURIComponent(name)}/logs/stream${qs}`;
+}
+
 const clients = new Map();
 
 /**

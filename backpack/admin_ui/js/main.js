@@ -56,6 +56,7 @@ function renderNav() {
 }
 
 setUnauthorizedHandler((where) => {
+  leave();
   state.me = null;
   forgetClients();
   renderNav();
@@ -63,12 +64,27 @@ setUnauthorizedHandler((where) => {
 });
 
 let routing = 0;
+let leaving = null;
+
+/** Run the cleanup of the view being left (close sockets, timers, subscriptions). */
+function leave() {
+  const cleanup = leaving;
+  leaving = null;
+  if (cleanup) {
+    try {
+      cleanup();
+    } catch (error) {
+      showError(error);
+    }
+  }
+}
 
 async function route() {
   const ticket = ++routing;
   const hash = location.hash || "#/";
   const found = ROUTES.map(([pattern, load, options]) => [hash.match(pattern), load, options]).find(([m]) => m);
   if (!found) {
+    leave();
     clear(main, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the backpacks")));
     return;
   }
@@ -81,9 +97,14 @@ async function route() {
     }
     const view = await load();
     if (ticket !== routing) return;
+    leave();
     clear(main);
-    await view.render(main, { params: match.slice(1), me: state.me, navigate, refreshMe });
-    main.focus({ preventScroll: true });
+    const cleanup = await view.render(main, { params: match.slice(1), me: state.me, navigate, refreshMe });
+    if (typeof cleanup === "function") {
+      if (ticket === routing) leaving = cleanup;
+      else cleanup();
+    }
+    if (ticket === routing) main.focus({ preventScroll: true });
   } catch (error) {
     if (ticket !== routing) return;
     showError(error);

@@ -116,6 +116,64 @@ export function formatTime(text) {
   return Number.isNaN(date.getTime()) ? text : date.toLocaleString();
 }
 
+/** A status badge for a backpack: running, stopped or failed. */
+export function statusBadge(status) {
+  return h(`span.status.${status}`, {}, status);
+}
+
+/** A button that copies `text` to the clipboard and says so. */
+export function copyButton(text, label = "Copy") {
+  const button = h("button", { type: "button" }, label);
+  button.addEventListener("click", () => attempt(async () => {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+    setTimeout(() => { button.textContent = label; }, 1500);
+  }));
+  return button;
+}
+
+/** A labelled progress bar: {el, set(fraction | null), done()}; null means indeterminate. */
+export function progress(label) {
+  const bar = h("progress", { max: 1, "aria-label": label });
+  const text = h("span.muted", {}, "");
+  const el = h("div.progress", {}, h("span", {}, label), bar, text);
+  return {
+    el,
+    set(fraction) {
+      if (fraction === null || fraction === undefined) {
+        bar.removeAttribute("value");
+        text.textContent = "";
+      } else {
+        bar.value = fraction;
+        text.textContent = `${Math.round(fraction * 100)} %`;
+      }
+    },
+    done() { el.remove(); },
+  };
+}
+
+/** An inline error next to a form: show(error) or show(null) to hide. */
+export function errorBox() {
+  const el = h("p.field-error", { role: "alert", hidden: true });
+  return {
+    el,
+    show(error) {
+      el.hidden = !error;
+      if (!error) return;
+      const fields = error.details && error.details.fields;
+      const extra = fields && typeof fields === "object"
+        ? Object.entries(fields).map(([k, v]) => `${k}: ${v}`).join("; ")
+        : "";
+      el.textContent = extra ? `${error.message} ${extra}` : error.message || String(error);
+    },
+  };
+}
+
+/** A labelled input: field("Email", {name: "email", type: "email"}). */
+export function field(label, attrs = {}, tag = "input") {
+  return h("label", {}, label, h(tag, attrs));
+}
+
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(tag, attrs = {}) {
