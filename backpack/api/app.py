@@ -51,7 +51,7 @@ _request_ids = random.Random(os.urandom(16))
 os.register_at_fork(after_in_child=lambda: _request_ids.seed(os.urandom(16)))
 
 
-def _request_id(scope: Scope) -> bytes:
+def request_id_of(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             if 0 < len(value) <= 64 and set(value.decode("latin-1")) <= _REQUEST_ID_OK:
@@ -129,7 +129,7 @@ class BackpackApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one request; its status."""
-        request_id = _request_id(scope)
+        request_id = request_id_of(scope)
         scope["backpack.request_id"] = request_id.decode()
         cors: list[tuple[bytes, bytes]] = []
         try:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from backpack.api.app import _request_id, error_response
+from backpack.api.app import error_response, request_id_of
 from backpack.api.http import (
     Param,
     Receive,
@@ -151,7 +151,7 @@ class AdminApi:
         return Path(name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = _request_id(scope)
+        request_id = request_id_of(scope)
         try:
             route, params = self.router.match(scope["method"], scope["path"])
             response = await route.handler(Request(scope, receive, params))
@@ -405,7 +405,7 @@ class AdminApi:
             response = Response(200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
         except BackpackError as exc:
             response = error_response(exc)
-        await response.send(send, [(b"x-request-id", _request_id(scope))])
+        await response.send(send, [(b"x-request-id", request_id_of(scope))])
 
     async def log_stream(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         """WebSocket …/logs/stream: new log entries as JSON text frames."""

@@ -20,7 +20,7 @@ import logging
 from typing import Final
 
 from backpack import __version__
-from backpack.api.app import _request_id, error_response
+from backpack.api.app import error_response, request_id_of
 from backpack.api.http import Receive, Response, Scope, Send, json_response
 from backpack.errors import BackpackError, MethodNotAllowed, NotFound
 from backpack.platform.admin_api import PREFIX, AdminApi
@@ -172,7 +172,7 @@ class DeploymentApp:
 
 def _ids(scope: Scope) -> list[tuple[bytes, bytes]]:
     """The X-Request-Id header every response carries."""
-    return [(b"x-request-id", _request_id(scope))]
+    return [(b"x-request-id", request_id_of(scope))]
 
 
 async def _no_backpack(name: str, scope: Scope, send: Send) -> None:

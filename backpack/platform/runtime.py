@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from backpack.api.app import BackpackApp, _request_id, error_response
+from backpack.api.app import BackpackApp, error_response, request_id_of
 from backpack.api.context import InstanceContext
 from backpack.api.http import Receive, Scope, Send
 from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
@@ -192,7 +192,7 @@ class EmbeddedInstance:
             await self._unavailable(scope, send)
             return
         server = self.site_server
-        request_id = _request_id(scope)
+        request_id = request_id_of(scope)
         scope["backpack.request_id"] = request_id.decode()
         headers = (*extra_headers, (b"x-request-id", request_id))
 
@@ -247,7 +247,7 @@ class EmbeddedInstance:
             f"The backpack '{self.name}' is {self.state}{why}.",
             {"backpack": self.name, "status": self.state},
         )
-        await error_response(error).send(send, [(b"x-request-id", _request_id(scope))])
+        await error_response(error).send(send, [(b"x-request-id", request_id_of(scope))])
 
 
 async def _close_quietly(ctx: InstanceContext) -> None:
