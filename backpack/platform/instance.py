@@ -92,13 +92,15 @@ def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:
     realtime = RealtimeHub(
         data, auth, files, settings, open_bus(), secret_key, RealtimeLimits.from_env()
     )
+    credentials = Credentials(auth, secret_key)
+    realtime.credentials = credentials
     return InstanceContext(
         data=data,
         auth=auth,
         settings=settings,
         files=files,
         realtime=realtime,
-        credentials=Credentials(auth, secret_key),
+        credentials=credentials,
     )
 
 

@@ -502,6 +502,22 @@ def test_keys_rotate_and_console_tokens(dep: Deployment) -> None:
         error_of(admin.get(f"{INSTANCES}/{unique_name()}/keys"), 404, "not_found")
 
 
+async def test_realtime_takes_console_tokens(dep: Deployment) -> None:
+    name, other = create_instance(dep), create_instance(dep)
+    with dep.admin() as admin:
+        console = admin.post(f"{INSTANCES}/{name}/token").json()["token"]
+    base = f"ws://127.0.0.1:{dep.port}/i"
+    async with connect(f"{base}/{name}/api/realtime?token={console}") as socket:
+        async with asyncio.timeout(10):
+            ready = json.loads(await socket.recv())
+        assert ready["type"] == "ready", ready
+    # Another backpack's realtime refuses it like its HTTP API does.
+    async with connect(f"{base}/{other}/api/realtime?token={console}") as socket:
+        async with asyncio.timeout(10):
+            first = json.loads(await socket.recv())
+        assert first["type"] != "ready", first
+
+
 # monitoring
 
 

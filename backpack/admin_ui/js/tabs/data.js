@@ -195,6 +195,7 @@ export async function render(el, ctx) {
   function removeRecord(id) {
     records = records.filter((r) => r.id !== id);
     tableBox.querySelector(`tr[data-id="${CSS.escape(id)}"]`)?.remove();
+    if (!records.length) scheduleReload(); // the page emptied: show what follows, or that none are left
   }
 
   function onEvent(event) {
@@ -209,9 +210,17 @@ export async function render(el, ctx) {
         toast("New records arrived: go back to the first page to see them.");
         return;
       }
-      clearTimeout(reloadTimer);
-      reloadTimer = setTimeout(() => attempt(() => pages.reload()), 200);
+      scheduleReload();
     }
+  }
+
+  /** Reload the page soon; while the admin edits a record, wait: a reload would close the editor. */
+  function scheduleReload() {
+    clearTimeout(reloadTimer);
+    reloadTimer = setTimeout(() => {
+      if (el.querySelector(".record-editor")) scheduleReload();
+      else attempt(() => pages.reload());
+    }, 200);
   }
 
   function subscribe() {
