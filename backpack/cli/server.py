@@ -17,6 +17,9 @@ def uvicorn_options(log_level: str) -> dict[str, Any]:
         "lifespan": "on",
         "loop": "uvloop",
         "http": "httptools",
+        # Heartbeats on timers, no task per socket: ~19 KB per idle realtime connection in
+        # all (bench/realtime.py), ~27 KB with the legacy "websockets" implementation.
+        "ws": "websockets-sansio",
         # Realtime sends one small message to many sockets: compressing each one per
         # subscriber costs more than it saves, and hides slow consumers behind zlib.
         "ws_per_message_deflate": False,

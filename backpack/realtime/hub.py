@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import orjson
 
+from backpack.auth.credentials import Credentials
 from backpack.auth.service import AuthService, public_user
 from backpack.core import jsonutil
 from backpack.core.access import ANONYMOUS, SECRET_KEY, Caller, check_rule, rule_filter
@@ -102,9 +103,10 @@ class Subscription:
 class _Matcher:
     """One compiled predicate shared by every subscription with the same bound filter."""
 
-    __slots__ = ("predicate", "subscriptions")
+    __slots__ = ("key", "predicate", "subscriptions")
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, key: str, node: Node) -> None:
+        self.key = key  # in its group; every subscription of the matcher shares this string
         self.predicate = compile_matcher(node)
         self.subscriptions: set[Subscription] = set()
 
@@ -181,6 +183,7 @@ class RealtimeHub:
         self.settings = settings
         self.bus = bus
         self.secret_key = secret_key
+        self.credentials: Credentials | None = None  # set by the backpack that runs this hub
         self.limits = limits or RealtimeLimits()
         self.topic = topic
         self.connections: dict[str, Connection] = {}
@@ -194,6 +197,7 @@ class RealtimeHub:
         self._grace: dict[str, asyncio.TimerHandle] = {}
         self._unlisten: Callable[[], None] | None = None
         self._channel_rules: dict[str, Node] = {}
+        self._filters: dict[bytes, Node] = {}  # parsed subscription filters, shared (immutable)
         # Counters since start, for metrics and benchmarks (see stats()).
         self.events_seen = 0  # record events that reached the hub from the bus
         self.changes_sent = 0  # change messages queued for subscribers
@@ -456,9 +460,9 @@ class RealtimeHub:
         matcher_key = repr(node)
         matcher = group.matchers.get(matcher_key)
         if matcher is None:
-            matcher = group.matchers[matcher_key] = _Matcher(node)
+            matcher = group.matchers[matcher_key] = _Matcher(matcher_key, node)
         matcher.subscriptions.add(sub)
-        sub.group, sub.key = group, matcher_key
+        sub.group, sub.key = group, matcher.key
 
     def _detach(self, sub: Subscription) -> None:
         group, sub.group = sub.group, None
@@ -501,7 +505,6 @@ class RealtimeHub:
     async def connect(self, conn: Connection, token: str | None) -> None:
         """A client is accepted; `token` came with the upgrade (query or cookie)."""
         self.connections[conn.id] = conn
-        conn.start()
         if token is not None:
             await self._sign_in(conn, token, None)
             return
@@ -651,9 +654,16 @@ class RealtimeHub:
         raw_filter = msg.get("filter")
         node = MATCH_ALL
         if raw_filter is not None:
-            if len(jsonutil.dumps(raw_filter)) > MAX_FILTER_BYTES:
+            text = jsonutil.dumps(raw_filter)
+            if len(text) > MAX_FILTER_BYTES:
                 raise InvalidQuery(f"The filter is longer than {MAX_FILTER_BYTES} bytes.")
-            node = parse_filter(raw_filter)
+            # Many clients subscribe with the same filter: they share one parsed tree.
+            found = self._filters.get(text)
+            if found is None:
+                if len(self._filters) > 256:
+                    self._filters.clear()
+                found = self._filters[text] = parse_filter(raw_filter)
+            node = found
         sub = Subscription(sub_id, conn, collection, bucket, node)
         self._attach(sub)
         conn.subscriptions[sub_id] = sub
@@ -670,6 +680,8 @@ class RealtimeHub:
     # identity
 
     async def _caller_for(self, token: str | None) -> Caller:
+        if self.credentials is not None:  # the backpack's one resolver: every token kind
+            return await self.credentials.caller(token)
         if token is None:
             return ANONYMOUS
         if token.startswith("bpk_"):

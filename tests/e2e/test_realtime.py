@@ -547,6 +547,53 @@ async def test_a_client_that_never_reads_is_cut_off_and_nobody_else_notices(
     await fast.close()
 
 
+async def test_a_peer_that_never_takes_the_close_frame_is_dropped_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    # Small limits: 5 queued messages, 1 s for the close frame to get through.
+    env = {"BACKPACK_REALTIME_QUEUE_MESSAGES": "5", "BACKPACK_REALTIME_CLOSE_TIMEOUT_SECONDS": "1"}
+    key = "bpk_" + secrets.token_urlsafe(32)
+    server = start_server(tmp_path / "data", key=key, env=env)
+    try:
+        with server.client() as client:
+            name = collection(client)
+        watcher = await open_ws(server, key)
+        await watcher.send(type="join", channel="room")
+        await watcher.expect("presence", channel="room")
+        host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+        assert host is not None and port is not None
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, port))
+        sock.setblocking(False)
+        stuck = await open_ws(server, key, sock=sock, max_queue=1, compression=None)
+        await stuck.subscribe("s", name)
+        await stuck.send(type="join", channel="room")  # from now on, it reads nothing
+        joined = await watcher.expect("presence", channel="room")
+        (stuck_id,) = joined["joins"]
+        pad = secrets.token_hex(400)
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=server.url, headers=bearer(key)) as client:
+            for _ in range(10):  # ~8 MB for a socket that is never read
+                ops = [
+                    {"op": "create", "collection": name, "data": {"n": i, "pad": pad}}
+                    for i in range(1000)
+                ]
+                response = await client.post("/api/batch", json={"ops": ops}, timeout=60)
+                assert response.status_code == 200, response.text
+        # The 1013 close frame cannot get out either: the server gives up and forgets it.
+        left = await watcher.expect("presence", channel="room")
+        assert left["leaves"] == {stuck_id: {}} and stuck_id not in left["state"]
+        assert time.monotonic() - started < 30
+        await watcher.alive()
+        await watcher.close()
+        # Reading again, it gets what was on the wire, then the end (no close frame made it).
+        assert await stuck.closed(timeout=30) is None
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log(), server.log()
+
+
 # access changes
 
 

@@ -8,8 +8,10 @@ messages, what happens when the bus loses events or a session expires.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,3 +379,119 @@ async def test_rotating_the_secret_key_closes_its_sockets(
     await fresh.expect("ready", user=None)
     await fresh.send(type="ping")
     await fresh.expect("pong")
+
+
+# the outbound path: direct writes, one drain task only while a socket is backpressured
+
+
+async def test_idle_connections_own_no_task_and_little_memory(
+    services: Services, hub: RealtimeHub
+) -> None:
+    await services.data.create_collection(SECRET_KEY, {"name": "t", "rules": ALL_TRUE})
+    received: list[str] = []
+
+    async def send_text(text: str) -> None:  # one transport for all: only the hub's cost counts
+        received.append(text)
+
+    async def send_close(code: int, reason: str) -> None:
+        pass
+
+    subscribe = json.dumps(
+        {"type": "subscribe", "id": "s", "collection": "t", "filter": {"n": {"$gte": 0}}}
+    )
+    tasks = len(asyncio.all_tasks())
+    count = 500
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        conns = [Connection(send_text, send_close, hub.limits) for _ in range(count)]
+        for conn in conns:
+            await hub.connect(conn, KEY)
+            await hub.handle_text(conn, subscribe)
+        received.clear()
+        gc.collect()
+        per_connection = (tracemalloc.get_traced_memory()[0] - before) / count
+    finally:
+        tracemalloc.stop()
+    assert len(asyncio.all_tasks()) == tasks  # no writer task, no reader: nothing per socket
+    assert conns[0].subscriptions["s"].filter is conns[-1].subscriptions["s"].filter  # shared
+    assert per_connection < 1500, f"{per_connection:.0f} bytes per idle subscribed connection"
+    record = await services.data.create_record(SECRET_KEY, "t", {"n": 1})
+    await settle()
+    assert len(received) == count  # written at once, without a task in between
+    assert all(json.loads(text)["record"] == record for text in received)
+    for conn in conns:
+        await hub.disconnect(conn)
+    assert hub.stats()["connections"] == 0
+
+
+async def test_a_backpressured_socket_queues_then_writes_directly_again(
+    services: Services, hub: RealtimeHub
+) -> None:
+    await services.data.create_collection(SECRET_KEY, {"name": "t", "rules": ALL_TRUE})
+    tasks = len(asyncio.all_tasks())
+    peer = await Peer(hub, blocked=True).connect(KEY)  # `ready` cannot go out
+    await peer.send(type="subscribe", id="s", collection="t")
+    for n in range(3):
+        await services.data.create_record(SECRET_KEY, "t", {"n": n})
+    await settle()
+    assert peer.inbox.empty()
+    assert len(asyncio.all_tasks()) == tasks + 1  # one drain task for the stuck socket
+    peer.gate.set()  # the client reads again: everything, in order
+    await peer.expect("ready")
+    await peer.expect("ack", id="s")
+    assert [(await peer.recv())["record"]["n"] for _ in range(3)] == [0, 1, 2]
+    await settle()
+    assert len(asyncio.all_tasks()) == tasks  # caught up: the drain task is gone
+    await services.data.create_record(SECRET_KEY, "t", {"n": 3})
+    assert (await peer.recv())["record"]["n"] == 3
+    peer.conn.close(1000)
+    assert await peer.finished() == 1000
+
+
+async def test_a_close_frame_that_cannot_go_out_is_given_up_and_wakes_the_reader() -> None:
+    gate = asyncio.Event()  # never set: the peer never reads
+    tried: list[int] = []
+
+    async def send_text(text: str) -> None:
+        await gate.wait()
+
+    async def send_close(code: int, reason: str) -> None:
+        tried.append(code)
+        await gate.wait()
+
+    limits = RealtimeLimits(queue_messages=3, close_timeout_seconds=0.2)
+    conn = Connection(send_text, send_close, limits)
+    conn.reader = asyncio.ensure_future(asyncio.sleep(3600))
+    for n in range(4):  # the first waits on the socket, three queue behind it
+        conn.push(f"m{n}")
+    assert not conn.closing
+    conn.push("one too many")
+    assert conn.closing and conn.close_code == 1013
+    await asyncio.wait_for(conn.wait_finished(), 5)
+    assert tried == [1013]
+    await asyncio.sleep(0)
+    assert conn.reader.cancelled()
+    conn.push("after the end")  # ignored
+    conn.close(1000)
+    assert conn.close_code == 1013
+
+
+async def test_a_send_that_fails_ends_the_connection() -> None:
+    sends: list[str] = []
+
+    async def send_text(text: str) -> None:
+        sends.append(text)
+        raise ConnectionResetError("the peer is gone")
+
+    async def send_close(code: int, reason: str) -> None:
+        raise AssertionError("no close frame to a peer that is gone")
+
+    conn = Connection(send_text, send_close, RealtimeLimits())
+    conn.push("first")
+    assert conn.closing and conn.finished
+    conn.push("second")
+    conn.close(1000)
+    await asyncio.wait_for(conn.wait_finished(), 1)
+    assert sends == ["first"]
