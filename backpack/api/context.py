@@ -69,6 +69,13 @@ class InstanceContext:
         self.data.set_cursor_key(key.encode())
         self.realtime.set_secret_key(key)
 
+    def link(self, request: Request, page: str, token: str) -> str:
+        """A link for a mail or an admin: the app's page when settings.app_url is set."""
+        base = self.settings.current.app_url or (
+            request.origin + (request.scope.get("root_path") or "")
+        )
+        return f"{base.rstrip('/')}/auth/{page}?token={token}"
+
     def origin_allowed(self, origin: str, request: Request) -> bool:
         if origin == request.origin:
             return True

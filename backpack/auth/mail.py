@@ -72,6 +72,16 @@ def verification_mail(link: str) -> tuple[str, str, str]:
     return subject, text, body
 
 
+def test_mail() -> tuple[str, str, str]:
+    subject = "Backpack: a test mail"
+    text = "This backpack can send mail: verification and password-reset mails will arrive.\n"
+    body = (
+        "<!doctype html><html><body style='font-family:system-ui,sans-serif'>"
+        f"<p>{html.escape(text.strip())}</p></body></html>"
+    )
+    return subject, text, body
+
+
 def reset_mail(link: str) -> tuple[str, str, str]:
     subject = "Reset your password"
     text, body = _wrap(

@@ -578,6 +578,21 @@ class AuthService:
         self._forget(user_id=user_id)
         self.data.events.publish([RecordEvent(USERS, "delete", public_user(user))])
 
+    async def revoke_user_sessions(self, caller: Caller, user_id: str) -> int:
+        """Sign a user out everywhere (admins); how many sessions ended."""
+        require_admin(caller, "revoke users' sessions")
+        await self._require_user(user_id)
+        ops = await self._revoke_sessions(user_id)
+        if ops:
+            await self.storage.apply(ops)
+        self._forget(user_id=user_id)
+        return len(ops)
+
+    async def reset_token_for(self, caller: Caller, user_id: str) -> str:
+        """A one-time reset token for an admin to hand to the user (no mail sent)."""
+        require_admin(caller, "make password reset links")
+        return await self.issue_token(await self._require_user(user_id), "reset")
+
     async def reset_link_token(self, email: str) -> str:
         """A reset token for an admin to hand over (the CLI prints it as a link)."""
         user = await self.user_by_email(normalize_email(email))

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import ARTIFACTS
+from tests.conftest import MailServer
 from tests.e2e.control_helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -132,7 +133,7 @@ def settings_of(deployment: Deployment, name: str) -> dict[str, Any]:
     return body
 
 
-def test_console_walkthrough(browser: Any, deployment: Deployment) -> None:
+def test_console_walkthrough(browser: Any, deployment: Deployment, smtp: MailServer) -> None:
     errors: list[str] = []
     page = open_console(browser, deployment, errors)
 
@@ -257,15 +258,23 @@ def test_console_walkthrough(browser: Any, deployment: Deployment) -> None:
     channels.get_by_role("button", name="Save").click()
     page.locator(".toast", has_text="Channels rules: saved").wait_for()
     assert settings_of(deployment, "shop")["channels"][0]["pattern"] == "room:*"
-    smtp = page.locator("form[aria-label='Mail (SMTP)']")
-    assert "no test-mail endpoint" in smtp.inner_text()
-    smtp.get_by_label("Host").fill("smtp.example.com")
-    smtp.get_by_label("Password").fill("mail secret")
-    smtp.get_by_label("Sender").fill("Shop <no-reply@example.com>")
-    smtp.get_by_role("button", name="Save").click()
+    mail = page.locator("form[aria-label='Mail (SMTP)']")
+    mail.get_by_label("Host").fill(smtp.host)
+    mail.get_by_label("Port").fill(str(smtp.port))
+    mail.get_by_label("Password").fill("mail secret")
+    mail.get_by_label("Sender").fill("Shop <no-reply@example.com>")
+    mail.get_by_label("TLS").select_option("none")
+    mail.get_by_role("button", name="Save").click()
     page.locator(".toast", has_text="Mail (SMTP): saved").wait_for()
     saved = settings_of(deployment, "shop")["smtp"]
-    assert saved["host"] == "smtp.example.com" and saved["password"] == "********"
+    assert saved["host"] == smtp.host and saved["password"] == "********"
+    # The test mail really goes out through the configured server.
+    mail = page.locator("form[aria-label='Mail (SMTP)']")
+    mail.get_by_role("button", name="Send test mail…").click()
+    page.locator("dialog[open]").get_by_label("To").fill("owner@example.com")
+    page.locator("dialog[open] button[type=submit]").click()
+    page.locator(".toast", has_text="A test mail went to owner@example.com").wait_for()
+    assert "test mail" in str(smtp.wait_for("owner@example.com")["Subject"])
     oauth = page.locator("form[aria-label='OAuth providers']")
     oauth.get_by_label("Provider name").fill("github")
     oauth.get_by_label("Client ID").fill("client-1")

@@ -455,6 +455,23 @@ def test_users_tab(page: Any, deployment: Deployment, name: str, api: httpx.Clie
     assert "SMTP" in toast_error(page)
     shoot(page, "users")
 
+    # Without SMTP, the admin hands over a link instead; it sets a new password once.
+    row.get_by_role("button", name="Reset link…").click()
+    link = page.locator("dialog[open] input.reset-link").input_value()
+    token = link.split("token=", 1)[1]
+    confirm_dialog(page)
+    base = str(api.base_url).rstrip("/")
+    new_password = {"token": token, "password": "chosen after the reset"}
+    assert httpx.post(f"{base}/api/auth/password/confirm", json=new_password).status_code == 204
+    login["password"] = "chosen after the reset"
+
+    # Sign out everywhere ends the user's sessions.
+    session = httpx.post(f"{base}/api/auth/login", json=login).json()["token"]
+    row.get_by_role("button", name="Sign out everywhere").click()
+    page.locator("#toasts .toast", has_text="signed out of").wait_for()
+    me = httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {session}"})
+    assert me.status_code == 401
+
     # Delete asks for the email.
     row.get_by_role("button", name="Delete").click()
     confirm_dialog(page, "ann@example.co")

@@ -462,3 +462,59 @@ def test_api_rate_limit(tmp_path: Path) -> None:
         assert statuses.count(429) >= 2 and statuses[0] == 200
     finally:
         limited.stop()
+
+
+def test_admin_signs_a_user_out_everywhere_and_makes_reset_links(
+    server: RunningServer, admin: httpx.Client
+) -> None:
+    user, token = signup(server)
+    login = httpx.post(
+        server.url + "/api/auth/login", json={"email": user["email"], "password": PASSWORD}
+    )
+    assert login.status_code == 200, login.text
+    second = login.json()["token"]
+    other, other_token = signup(server)
+    me = server.url + "/api/auth/me"
+    assert httpx.get(me, headers=bearer(second)).status_code == 200
+
+    revoked = admin.delete(f"/api/users/{user['id']}/sessions")
+    assert revoked.status_code == 200 and revoked.json() == {"revoked": 2}
+    for gone in (token, second):
+        error_of(httpx.get(me, headers=bearer(gone)), 401, "unauthorized")
+    assert httpx.get(me, headers=bearer(other_token)).status_code == 200  # others untouched
+
+    made = admin.post(f"/api/users/{user['id']}/reset-link")
+    assert made.status_code == 201, made.text
+    link = made.json()["link"]
+    assert link.startswith(server.url + "/auth/reset?token=bpr_")
+    done = httpx.post(
+        server.url + "/api/auth/password/confirm",
+        json={"token": made.json()["token"], "password": "set by the admin's link"},
+    )
+    assert done.status_code == 204, done.text
+
+    # Admins only; unknown users are 404; nothing changes for a refused caller.
+    for method, path in (("DELETE", "sessions"), ("POST", "reset-link")):
+        url = f"{server.url}/api/users/{other['id']}/{path}"
+        error_of(httpx.request(method, url, headers=bearer(other_token)), 403, "forbidden")
+        error_of(httpx.request(method, url), 403, "forbidden")
+        error_of(admin.request(method, f"/api/users/nobody/{path}"), 404, "not_found")
+    assert httpx.get(me, headers=bearer(other_token)).status_code == 200
+
+
+def test_test_mail(server: RunningServer, admin: httpx.Client, smtp: MailServer) -> None:
+    to = new_email()
+    error_of(admin.post("/api/settings/test-mail", json={"to": to}), 400, "bad_request")  # no SMTP
+    admin.patch("/api/settings", json={"smtp": smtp.settings()})
+    try:
+        for bad in ({"to": "nope"}, [], {"to": 3}):
+            refused = admin.post("/api/settings/test-mail", json=bad)
+            error_of(refused, 400, "validation_failed")
+        anonymous = httpx.post(server.url + "/api/settings/test-mail", json={"to": to})
+        error_of(anonymous, 403, "forbidden")
+        sent = admin.post("/api/settings/test-mail", json={"to": to})
+        assert sent.status_code == 204, sent.text
+        mail = smtp.wait_for(to)
+        assert "test mail" in str(mail["Subject"])
+    finally:
+        admin.patch("/api/settings", json={"smtp": None})

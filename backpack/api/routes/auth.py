@@ -38,11 +38,7 @@ def routes(ctx: InstanceContext) -> list[Route]:
     def limit(key: str, what: str) -> None:
         ctx.rate_limiter.check(key, ctx.settings.current.auth_per_minute, what)
 
-    def link(request: Request, page: str, token: str) -> str:
-        base = ctx.settings.current.app_url or (
-            request.origin + (request.scope.get("root_path") or "")
-        )
-        return f"{base.rstrip('/')}/auth/{page}?token={token}"
+    link = ctx.link
 
     async def signup(request: Request) -> Response:
         limit(f"signup:{request.client_ip}", "sign-ups from this address")

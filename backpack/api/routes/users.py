@@ -48,6 +48,16 @@ def routes(ctx: InstanceContext) -> list[Route]:
         await auth.delete_user(await ctx.caller(request), request.path_params["id"])
         return empty_response()
 
+    async def revoke_sessions(request: Request) -> Response:
+        caller = await ctx.caller(request)
+        ended = await auth.revoke_user_sessions(caller, request.path_params["id"])
+        return json_response({"revoked": ended})
+
+    async def reset_link(request: Request) -> Response:
+        caller = await ctx.caller(request)
+        token = await auth.reset_token_for(caller, request.path_params["id"])
+        return json_response({"link": ctx.link(request, "reset", token), "token": token}, 201)
+
     tag = "users"
     user_body = {"type": "object"}
     return [
@@ -96,5 +106,28 @@ def routes(ctx: InstanceContext) -> list[Route]:
             tag,
             params=(USER_ID,),
             responses={204: None},
+        ),
+        Route(
+            "DELETE",
+            "/api/users/{id}/sessions",
+            revoke_sessions,
+            "Sign a user out everywhere",
+            tag,
+            params=(USER_ID,),
+            responses={200: {"type": "object", "properties": {"revoked": {"type": "integer"}}}},
+        ),
+        Route(
+            "POST",
+            "/api/users/{id}/reset-link",
+            reset_link,
+            "A one-time password reset link to hand to the user (valid 30 minutes)",
+            tag,
+            params=(USER_ID,),
+            responses={
+                201: {
+                    "type": "object",
+                    "properties": {"link": {"type": "string"}, "token": {"type": "string"}},
+                }
+            },
         ),
     ]

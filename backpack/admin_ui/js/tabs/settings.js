@@ -2,7 +2,7 @@
 // token): origins and sessions, SMTP, OAuth providers, rate limits, channels rules.
 // Each section saves on its own; validation errors are shown in the section.
 
-import { clear, errorBox, field, h, toast } from "../ui.js";
+import { attempt, clear, dialog, errorBox, field, h, toast } from "../ui.js";
 
 const MASK = "********";
 
@@ -74,9 +74,22 @@ export async function render(el, ctx) {
         username: data.get("username") || null, password: data.get("password") || null, tls: data.get("tls"),
       } };
     }, {
-      note: "Used for verification and password-reset mails. The backpack's API has no test-mail endpoint yet, so the console cannot send a test mail.",
-      extra: remove,
+      note: "Used for verification and password-reset mails. Save, then send a test mail to check.",
+      extra: [remove, s.smtp ? testMailButton() : null],
     });
+  }
+
+  function testMailButton() {
+    const button = h("button", { type: "button" }, "Send test mail…");
+    button.addEventListener("click", () => attempt(async () => {
+      const values = await dialog("Send a test mail",
+        h("label", {}, "To", h("input", { name: "to", type: "email", required: true, autocomplete: "email" })),
+        { submit: "Send" });
+      if (!values) return;
+      await client.request("POST", "/api/settings/test-mail", { body: { to: values.to } });
+      toast(`A test mail went to ${values.to}.`, "success");
+    }));
+    return button;
   }
 
   function oauth(s) {

@@ -43,6 +43,8 @@ export async function render(el, ctx) {
     buttons.push(
       h("button", { type: "button", onclick: () => attempt(() => setRole(user)) }, "Role…"),
       h("button", { type: "button", onclick: () => attempt(() => resetLink(user)) }, "Send reset link"),
+      h("button", { type: "button", onclick: () => attempt(() => handLink(user)) }, "Reset link…"),
+      h("button", { type: "button", onclick: () => attempt(() => signOut(user)) }, "Sign out everywhere"),
       h("button.danger", { type: "button", onclick: () => attempt(() => remove(user)) }, "Delete"));
     return h("div.row-actions", {}, buttons);
   }
@@ -69,6 +71,20 @@ export async function render(el, ctx) {
   async function resetLink(user) {
     await client.request("POST", "/api/auth/password/request", { body: { email: user.email }, auth: false });
     toast(`A reset link was mailed to ${user.email}.`, "success");
+  }
+
+  /** A one-time reset link to hand over by other means (no mail needed). */
+  async function handLink(user) {
+    const made = await client.request("POST", `${path(user.id)}/reset-link`);
+    const input = h("input", { value: made.link, readonly: true, "aria-label": "Reset link", class: "reset-link" });
+    await dialog(`Reset link for ${user.email}`,
+      [h("p", {}, "Valid 30 minutes, once. Give it to the user yourself."), input],
+      { submit: "Done" });
+  }
+
+  async function signOut(user) {
+    const done = await client.request("DELETE", `${path(user.id)}/sessions`);
+    toast(`${user.email} was signed out of ${done.revoked} session(s).`, "success");
   }
 
   async function remove(user) {
