@@ -13,7 +13,7 @@ from backpack.core.access import ANONYMOUS, Caller
 from backpack.core.ratelimit import RateLimiter
 from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
-from backpack.errors import Forbidden, Unauthorized
+from backpack.errors import Forbidden
 from backpack.files.service import FilesService
 from backpack.realtime.hub import RealtimeHub
 from backpack.types import JSON
@@ -85,12 +85,8 @@ class InstanceContext:
         )
 
     async def caller(self, request: Request) -> Caller:
-        header = request.headers.get("authorization")
-        if header is not None:
-            scheme, _, token = header.partition(" ")
-            token = token.strip()
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthorized("Send credentials as 'Authorization: Bearer <token>'.")
+        token = request.bearer()
+        if token is not None:
             return self._note_user(request, await self.credentials.caller(token))
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:

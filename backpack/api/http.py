@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,6 +19,7 @@ from backpack.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from backpack.types import JSON
@@ -67,6 +69,17 @@ class Request:
             if sep and name:
                 jar.setdefault(name, value.strip('"'))
         return jar
+
+    def bearer(self) -> str | None:
+        """The token of `Authorization: Bearer <token>`; None without the header."""
+        header = self.headers.get("authorization")
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Send credentials as 'Authorization: Bearer <token>'.")
+        return token
 
     @property
     def client_ip(self) -> str:
@@ -171,6 +184,25 @@ def raw_json_response(
 
 def empty_response(status: int = 204) -> Response:
     return Response(status, b"", content_type=None)
+
+
+def not_modified(
+    if_none_match: str | None, if_modified_since: str | None, etag: str, modified: float
+) -> bool:
+    """Whether a conditional GET may be answered 304 (`modified`: a POSIX time).
+
+    If-None-Match wins over If-Modified-Since (RFC 9110); weak tags compare equal.
+    """
+    if if_none_match is not None:
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return etag in tags or if_none_match.strip() == "*"
+    if if_modified_since is None:
+        return False
+    try:
+        when = parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return False
+    return when.tzinfo is not None and int(modified) <= when.timestamp()
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -39,6 +39,7 @@ from backpack.core.blobs import (
     single_chunk,
 )
 from backpack.errors import NotFound, PayloadTooLarge, Unavailable
+from backpack.fsutil import fsync_dir
 
 TEMP_DIR = "tmp"
 STALE_TEMP_AGE = 3600.0  # seconds; younger temp files may belong to a live upload
@@ -106,14 +107,6 @@ class _TempFile:
             self._done = True
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_dirs(path: Path) -> None:
     """Create `path` and missing parents; each new directory's entry is fsync'd too."""
     if path.is_dir():
@@ -123,7 +116,7 @@ def _make_dirs(path: Path) -> None:
         path.mkdir(mode=_DIR_MODE)
     except FileExistsError:
         return
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _unavailable(action: str, exc: OSError) -> Unavailable:
@@ -260,7 +253,7 @@ class LocalBlobStore:
         _make_dirs(target.parent)
         os.replace(path, target)
         temp.mark_committed()
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return key
 
     async def put_bytes(self, data: bytes) -> BlobInfo:
@@ -334,7 +327,7 @@ class LocalBlobStore:
             path.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     async def put_derived(self, key: str, name: str, data: bytes) -> None:
         target = self._derived_dir(key) / check_derived_name(name)
@@ -350,7 +343,7 @@ class LocalBlobStore:
             _make_dirs(target.parent)
             os.replace(path, target)
             temp.mark_committed()
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         finally:
             temp.discard()
 

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from backpack import __version__
-from backpack.cli.server import uvicorn_options
+from backpack.cli.server import HOST_OPTION, LOG_LEVEL_OPTION, PORT_OPTION, uvicorn_options
 from backpack.errors import BackpackError
 from backpack.platform.control import Addressing, ControlPlane
 
@@ -97,10 +97,8 @@ def _sentence(exc: BackpackError) -> str:
 
 @click.command("serve")
 @DATA_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
-)
+@HOST_OPTION
+@PORT_OPTION
 @click.option(
     "--domain",
     default="localhost",
@@ -113,13 +111,7 @@ def _sentence(exc: BackpackError) -> str:
     default=None,
     help="The port clients use, when a proxy listens on another one (default: --port).",
 )
-@click.option(
-    "--log-level",
-    default="warning",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    help="How much the server logs.",
-)
+@LOG_LEVEL_OPTION
 def serve(
     data_dir: Path, host: str, port: int, domain: str, public_port: int | None, log_level: str
 ) -> None:

@@ -11,7 +11,7 @@ from rich.panel import Panel
 
 from backpack import __version__
 from backpack.cli.deployment import admins, instances, serve
-from backpack.cli.server import uvicorn_options
+from backpack.cli.server import HOST_OPTION, LOG_LEVEL_OPTION, PORT_OPTION, uvicorn_options
 from backpack.cli.users import users
 from backpack.errors import BackpackError
 
@@ -36,17 +36,9 @@ def cli() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory holding this backpack's database and secret key (created if missing).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
-)
-@click.option(
-    "--log-level",
-    default="warning",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    help="How much the server logs.",
-)
+@HOST_OPTION
+@PORT_OPTION
+@LOG_LEVEL_OPTION
 def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None:
     """Serve one backpack alone at / (the API lives under /api).
 

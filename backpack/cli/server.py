@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
+
 REALTIME_MAX_FRAME = 128 * 1024  # uvicorn's cap; the endpoint answers >64 KiB with 1009
 
 
@@ -25,3 +27,19 @@ def uvicorn_options(log_level: str) -> dict[str, Any]:
         "ws_per_message_deflate": False,
         "ws_max_size": REALTIME_MAX_FRAME,
     }
+
+
+# The options every serve command shares.
+HOST_OPTION = click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on."
+)
+PORT_OPTION = click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
+)
+LOG_LEVEL_OPTION = click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="How much the server logs.",
+)

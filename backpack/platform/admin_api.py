@@ -54,12 +54,8 @@ _READ_CHUNK: Final = 1024 * 1024
 
 def admin_token(request: Request) -> str | None:
     """The admin credential of a request: bearer token, else the `bp_admin` cookie."""
-    header = request.headers.get("authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("Send credentials as 'Authorization: Bearer <token>'.")
+    token = request.bearer()
+    if token is not None:
         if not token.startswith("bpa_") or token.startswith("bpa_c."):
             raise Forbidden("Only a control-plane admin session (bpa_…) may use this API.")
         return token

@@ -52,6 +52,7 @@ from backpack import __version__
 from backpack.blobs.local import TEMP_DIR
 from backpack.core.clock import now_rfc3339
 from backpack.errors import BadRequest, Conflict, NotFound
+from backpack.fsutil import fsync_dir
 from backpack.platform.instance import BLOBS_DIR, DATABASE_FILE, KEY_FILE
 from backpack.types import JSON, JSONObject
 
@@ -305,7 +306,7 @@ def _write_archive(
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(temp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -347,14 +348,6 @@ class _HashingReader:
         return data
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # verifying and restoring
 
 
@@ -385,7 +378,7 @@ def restore_backup(
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
                 raise
             raise Conflict(f"{target_dir} appeared while restoring; nothing was changed.") from None
-        _fsync_dir(target_dir.parent)
+        fsync_dir(target_dir.parent)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -436,7 +429,7 @@ def _read_archive(
             _make_folders(dest / posixpath.dirname(link.path), dest, folders)
             os.symlink(link.target, dest / link.path)
         for folder in folders:
-            _fsync_dir(folder)
+            fsync_dir(folder)
     if progress is not None:
         progress(total, total)
     return manifest

@@ -18,6 +18,7 @@ from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
 from backpack.errors import BadRequest
 from backpack.files.service import FilesService
+from backpack.fsutil import fsync_dir
 from backpack.realtime.connection import RealtimeLimits
 from backpack.realtime.hub import RealtimeHub
 from backpack.storage.sqlite.adapter import SqliteStorage
@@ -74,11 +75,7 @@ def store_secret_key(data_dir: Path, value: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
-    dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(data_dir)
 
 
 def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:

@@ -30,12 +30,12 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO
 
 from backpack.api.app import error_response
-from backpack.api.http import Receive, Scope, Send
+from backpack.api.http import Receive, Scope, Send, not_modified
 from backpack.core.clock import now_rfc3339
 from backpack.errors import (
     BackpackError,
@@ -45,6 +45,7 @@ from backpack.errors import (
     PayloadTooLarge,
     Unavailable,
 )
+from backpack.fsutil import fsync_dir
 from backpack.types import JSONObject
 
 MAX_ENTRIES = 10_000
@@ -355,11 +356,7 @@ def _switch(site_root: Path, version_name: str) -> None:
     link = site_root / f".{CURRENT}-{secrets.token_hex(8)}"
     os.symlink(f"{VERSIONS}/{version_name}", link)
     os.replace(link, site_root / CURRENT)
-    fd = os.open(site_root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(site_root)
 
 
 def _remove_stray_links(site_root: Path) -> None:
@@ -555,7 +552,10 @@ async def _send_file(
         (b"x-content-type-options", b"nosniff"),
         *extra_headers,
     ]
-    if _not_modified(scope, etag, modified):
+    conditions = {bytes(k).lower(): bytes(v).decode("latin-1") for k, v in scope["headers"]}
+    if not_modified(
+        conditions.get(b"if-none-match"), conditions.get(b"if-modified-since"), etag, modified
+    ):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
@@ -576,22 +576,6 @@ async def _send_file(
         position += len(chunk)
         more = bool(chunk) and position < found.size
         await send({"type": "http.response.body", "body": chunk, "more_body": more})
-
-
-def _not_modified(scope: Scope, etag: str, modified: int) -> bool:
-    headers = {bytes(k).lower(): bytes(v).decode("latin-1") for k, v in scope["headers"]}
-    match = headers.get(b"if-none-match")
-    if match is not None:
-        tags = [tag.strip().removeprefix("W/") for tag in match.split(",")]
-        return etag in tags or match.strip() == "*"
-    since = headers.get(b"if-modified-since")
-    if since is None:
-        return False
-    try:
-        when = parsedate_to_datetime(since)
-    except (TypeError, ValueError):
-        return False
-    return when.tzinfo is not None and modified <= when.timestamp()
 
 
 __all__ = [

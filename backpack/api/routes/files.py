@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 
 from backpack.api import schemas
 from backpack.api.context import InstanceContext
@@ -16,6 +16,7 @@ from backpack.api.http import (
     Route,
     empty_response,
     json_response,
+    not_modified,
     raw_json_response,
 )
 from backpack.api.multipart import (
@@ -180,7 +181,12 @@ def routes(ctx: InstanceContext) -> list[Route]:
         headers.append(
             (b"content-disposition", content_disposition(str(doc["name"]), not inline).encode())
         )
-        if _not_modified(request, etag, modified):
+        if not_modified(
+            request.headers.get("if-none-match"),
+            request.headers.get("if-modified-since"),
+            etag,
+            modified.timestamp(),
+        ):
             return Response(304, content_type=None, headers=headers)
         byte_range = None
         if_range = request.headers.get("if-range")
@@ -381,20 +387,6 @@ def routes(ctx: InstanceContext) -> list[Route]:
 
 def _typed(key: str, value: str) -> JSON:
     return _parse_bool(value, key) if key == "public" else value
-
-
-def _not_modified(request: Request, etag: str, modified: datetime) -> bool:
-    match = request.headers.get("if-none-match")
-    if match is not None:
-        return etag in [tag.strip().removeprefix("W/") for tag in match.split(",")] or match == "*"
-    since = request.headers.get("if-modified-since")
-    if since is None:
-        return False
-    try:
-        when = parsedate_to_datetime(since)
-    except (TypeError, ValueError):
-        return False
-    return when.tzinfo is not None and modified.replace(microsecond=0) <= when
 
 
 async def _no_bytes() -> AsyncIterator[bytes]:
