@@ -20,18 +20,12 @@ interrupted or runs past --time-limit.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import math
 import os
-import shlex
-import shutil
-import signal
 import statistics
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,16 +34,18 @@ from typing import Any
 from bench import cpu, data
 from bench.memory import process_tree, tree_rss_kb
 from bench.run import (
-    _STOP_SIGNALS,
     OTHER_CPU_WARN_PCT,
-    WORK_ROOT,
     ServerInfo,
-    _raise_on_signal,
     _write_lines,
+    add_run_options,
+    busy_check,
     log,
     machine_facts,
     mb,
+    not_idle_warning,
     prepare_records,
+    run_checks,
+    run_main,
     wait_for_idle,
 )
 from bench.servers import HOST, Backpack, ServerError, free_port, http_json, http_raw
@@ -510,13 +506,7 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
 
     busy = report.get("busy_before_pct", 0.0)
     worst = max((r.other_cpu_pct for r in runs), default=0.0)
-    if busy > OTHER_CPU_WARN_PCT or worst > OTHER_CPU_WARN_PCT:
-        out += [
-            f"**Warning: the machine was not idle.** Other processes used {busy:.0f}% of the "
-            f"CPU just before the run and up to {worst:.0f}% during a measured run (see "
-            "'Other CPU %' below). These numbers are skewed; rerun on an idle machine.",
-            "",
-        ]
+    out += not_idle_warning(busy, worst, "numbers")
     env = sorted(k for k in os.environ if k.startswith("BACKPACK_"))
     if env:
         out += [
@@ -525,10 +515,7 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         ]
 
     out += ["## Checks", ""]
-    out.append(
-        f"- Machine CPU busy (all processes) in the 2 s before the servers started: {busy:.0f}%; "
-        f"highest share used by other processes during a measured run: {worst:.0f}%."
-    )
+    out.append(busy_check(busy, worst))
     if creation is not None and creation.create_ms:
         slow = [i + 1 for i, x in enumerate(creation.create_ms) if x >= CREATE_READY_MS]
         out.append(
@@ -543,22 +530,9 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
             out.append(f"- {info.label}: {check}.")
     for check in report["checks"]:
         out.append(f"- {check}.")
-    for r in runs:
-        if r.discarded_other_pct:
-            shares = ", ".join(f"{x:.0f}%" for x in r.discarded_other_pct)
-            out.append(
-                f"- {labels.get(r.target, r.target)} round {r.round} was repeated: other "
-                f"processes used {shares} of the CPU in the discarded attempt(s); the kept one "
-                f"had {r.other_cpu_pct:.0f}%."
-            )
-    bad = [r for r in runs if r.result.errors_status or r.result.socket_errors]
-    if runs and not bad:
-        out.append("- Every measured run: 0 non-2xx responses and 0 socket errors.")
-    for r in bad:
-        out.append(
-            f"- **{labels.get(r.target, r.target)} round {r.round}: {r.result.errors_status} "
-            f"non-2xx responses, {r.result.socket_errors} socket errors.**"
-        )
+    out += run_checks(
+        runs, lambda r: labels.get(r.target, r.target), lambda w: f"{w.socket_errors} socket errors"
+    )
     out.append("")
 
     if creation is not None and creation.create_ms:
@@ -665,25 +639,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run: 20 backpacks, 1 round of 1 s warm-up + 3 s, no repeats (~40 s)",
+        help="a smoke run: 20 backpacks, 1 round of 1 s warm-up + 3 s, no repeats and no wait "
+        "for an idle machine (~40 s; else --noisy-retries 4 --wait-idle 30)",
     )
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report path")
-    p.add_argument(
-        "--time-limit", type=float, default=900.0, help="abort (and clean up) after this many s"
-    )
-    p.add_argument(
-        "--noisy-retries",
-        type=int,
-        default=None,
-        help="how many runs (in all) may be repeated because other processes used the CPU (4)",
-    )
-    p.add_argument(
-        "--wait-idle",
-        type=float,
-        default=None,
-        help="wait up to this many s for an idle machine before starting (30)",
-    )
-    p.add_argument("--keep-work", action="store_true", help=f"keep data and logs in {WORK_ROOT}")
+    add_run_options(p, DEFAULT_OUTPUT, time_limit=900.0, noisy_retries=None, wait_idle=None)
     args = p.parse_args(argv)
     quick = {"count": 20, "duration": 3.0, "warmup": 1.0, "rounds": 1}
     full = {"count": 100, "duration": 10.0, "warmup": 3.0, "rounds": 3}
@@ -702,43 +661,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    for sig in (*_STOP_SIGNALS, signal.SIGALRM):
-        signal.signal(sig, _raise_on_signal)
-    signal.setitimer(signal.ITIMER_REAL, args.time_limit)
-    started = dt.datetime.now(dt.UTC)
-    workdir = WORK_ROOT / started.strftime("control-%Y%m%dT%H%M%SZ")
-    report: dict[str, Any] = {
-        "command": "python -m bench.control"
-        + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
-        "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "servers": {},
-        "runs": [],
-        "checks": [],
-    }
-    t0 = time.monotonic()
-    code = 0
-    try:
-        run_benchmark(args, workdir, report)
-    except (Exception, KeyboardInterrupt) as exc:
-        code = 1
-        report["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        report["traceback"] = "".join(traceback.format_exception(exc))
-        print(f"\nbench failed: {exc}", file=sys.stderr, flush=True)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    report["elapsed"] = time.monotonic() - t0
-    if report.get("creation") is not None:  # else: leave the previous report alone
-        args.output.write_text(render(args, report))
-        log(f"wrote {args.output}")
-    if workdir.exists():
-        if code == 0 and not args.keep_work:
-            shutil.rmtree(workdir, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                WORK_ROOT.rmdir()  # only if empty
-        else:
-            log(f"data and server logs kept in {workdir}")
-    return code
+    return run_main(
+        parse_args(argv),
+        "control",
+        {"servers": {}, "runs": [], "checks": []},
+        run_benchmark,
+        render,
+        lambda report: report.get("creation") is not None,  # else: keep the previous report
+    )
 
 
 if __name__ == "__main__":

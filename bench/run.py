@@ -23,10 +23,11 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from bench import cpu, data
 from bench.bigupload import BigUpload, run_big_upload
@@ -182,6 +183,37 @@ class TimeLimitExceeded(Exception):
 # --------------------------------------------------------------------------- arguments
 
 
+def add_run_options(
+    p: argparse.ArgumentParser,
+    output: Path,
+    *,
+    time_limit: float,
+    noisy_retries: int | None,
+    wait_idle: float | None,
+) -> None:
+    """--output, --time-limit, --noisy-retries, --wait-idle and --keep-work (see run_main)."""
+    p.add_argument("--output", type=Path, default=output, help="Markdown report path")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=time_limit,
+        help="abort (and clean up) after this many s",
+    )
+    p.add_argument(
+        "--noisy-retries",
+        type=int,
+        default=noisy_retries,
+        help="how many runs (in all) may be repeated because other processes used the CPU",
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=wait_idle,
+        help="wait up to this many s for other processes to leave the CPU idle before starting",
+    )
+    p.add_argument("--keep-work", action="store_true", help=f"keep data and logs in {WORK_ROOT}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.run",
@@ -223,23 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="keep PocketBase's default of storing every request in its log database",
     )
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown report path")
-    p.add_argument(
-        "--time-limit", type=float, default=1200.0, help="abort (and clean up) after this many s"
-    )
-    p.add_argument(
-        "--noisy-retries",
-        type=int,
-        default=6,
-        help="how many runs (in all) may be repeated because other processes used the CPU",
-    )
-    p.add_argument(
-        "--wait-idle",
-        type=float,
-        default=30.0,
-        help="wait up to this many s for other processes to leave the CPU idle before starting",
-    )
-    p.add_argument("--keep-work", action="store_true", help=f"keep data and logs in {WORK_ROOT}")
+    add_run_options(p, DEFAULT_OUTPUT, time_limit=1200.0, noisy_retries=6, wait_idle=30.0)
     args = p.parse_args(argv)
     if set(args.scenarios) - set(SCENARIO_KEYS) or not args.scenarios:
         p.error(f"--scenarios takes letters among {SCENARIO_KEYS}")
@@ -855,6 +871,63 @@ def group_span(keys: str) -> str:
     return f"({keys[0]})" if len(keys) == 1 else f"({keys[0]})-({keys[-1]})"
 
 
+class Measured(Protocol):
+    """What the report's checks read of a measured run."""
+
+    round: int
+    result: WrkResult
+    discarded_other_pct: list[float]
+
+    @property
+    def other_cpu_pct(self) -> float: ...
+
+
+M = TypeVar("M", bound=Measured)
+
+
+def not_idle_warning(busy: float, worst: float, skewed: str) -> list[str]:
+    """The warning (and a blank line) when other processes used the CPU; `skewed`: what."""
+    if busy <= OTHER_CPU_WARN_PCT and worst <= OTHER_CPU_WARN_PCT:
+        return []
+    return [
+        f"**Warning: the machine was not idle.** Other processes used {busy:.0f}% of the "
+        f"CPU just before the run and up to {worst:.0f}% during a measured run (see "
+        f"'Other CPU %' below). These {skewed} are skewed; rerun on an idle machine.",
+        "",
+    ]
+
+
+def busy_check(busy: float, worst: float) -> str:
+    return (
+        f"- Machine CPU busy (all processes) in the 2 s before the servers started: "
+        f"{busy:.0f}%; highest share used by other processes during a measured run: "
+        f"{worst:.0f}%."
+    )
+
+
+def run_checks(
+    runs: Sequence[M], label: Callable[[M], str], socket_errors: Callable[[WrkResult], str]
+) -> list[str]:
+    """Check lines: the runs repeated because of other CPU use, and those with errors."""
+    out = []
+    for r in runs:
+        if r.discarded_other_pct:
+            shares = ", ".join(f"{x:.0f}%" for x in r.discarded_other_pct)
+            out.append(
+                f"- {label(r)} round {r.round} was repeated: other processes used {shares} of "
+                f"the CPU in the discarded attempt(s); the kept one had {r.other_cpu_pct:.0f}%."
+            )
+    bad = [r for r in runs if r.result.errors_status or r.result.socket_errors]
+    if runs and not bad:
+        out.append("- Every measured run: 0 non-2xx responses and 0 socket errors.")
+    for r in bad:
+        out.append(
+            f"- **{label(r)} round {r.round}: {r.result.errors_status} non-2xx responses, "
+            f"{socket_errors(r.result)}.**"
+        )
+    return out
+
+
 def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
     runs: list[Run] = report["runs"]
     infos: dict[str, ServerInfo] = report["servers"]
@@ -1035,39 +1108,19 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
 
     busy = report.get("busy_before_pct", 0.0)
     worst = max((r.other_cpu_pct for r in runs), default=0.0)
-    if busy > OTHER_CPU_WARN_PCT or worst > OTHER_CPU_WARN_PCT:
-        out += [
-            f"**Warning: the machine was not idle.** Other processes used {busy:.0f}% of the "
-            f"CPU just before the run and up to {worst:.0f}% during a measured run (see "
-            "'Other CPU %' below). These ratios are skewed; rerun on an idle machine.",
-            "",
-        ]
+    out += not_idle_warning(busy, worst, "ratios")
 
     # ---- checks
     out += ["## Checks", ""]
-    out.append(
-        f"- Machine CPU busy (all processes) in the 2 s before the servers started: "
-        f"{busy:.0f}%; highest share used by other processes during a measured run: "
-        f"{worst:.0f}%."
+    out.append(busy_check(busy, worst))
+    out += run_checks(
+        runs,
+        lambda r: f"{run_label(infos, r)} ({r.scenario.key})",
+        lambda w: (
+            f"socket errors: connect {w.errors_connect}, read {w.errors_read}, "
+            f"write {w.errors_write}, timeout {w.errors_timeout}"
+        ),
     )
-    for r in runs:
-        if r.discarded_other_pct:
-            shares = ", ".join(f"{x:.0f}%" for x in r.discarded_other_pct)
-            out.append(
-                f"- {run_label(infos, r)} ({r.scenario.key}) round {r.round} was repeated: "
-                f"other processes used {shares} of the CPU in the discarded attempt(s); "
-                f"the kept one had {r.other_cpu_pct:.0f}%."
-            )
-    bad = [r for r in runs if r.result.errors_status or r.result.socket_errors]
-    if runs and not bad:
-        out.append("- Every measured run: 0 non-2xx responses and 0 socket errors.")
-    for r in bad:
-        out.append(
-            f"- **{run_label(infos, r)} ({r.scenario.key}) round {r.round}: "
-            f"{r.result.errors_status} non-2xx responses, socket errors: "
-            f"connect {r.result.errors_connect}, read {r.result.errors_read}, "
-            f"write {r.result.errors_write}, timeout {r.result.errors_timeout}.**"
-        )
     for r in runs:
         if r.scenario.kind not in ("create", "upload"):
             continue
@@ -1284,25 +1337,34 @@ def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_main(
+    args: argparse.Namespace,
+    name: str,
+    fields: dict[str, Any],
+    run: Callable[[argparse.Namespace, Path, dict[str, Any]], None],
+    render: Callable[[argparse.Namespace, dict[str, Any]], str],
+    has_results: Callable[[dict[str, Any]], bool],
+) -> int:
+    """`python -m bench.NAME`: `run` under signals and --time-limit, then report and clean up.
+
+    The report starts with `fields`; it is rendered to --output when `has_results` says so
+    (else the previous report stays). Folders in its `blob_dirs` go even when the rest is kept.
+    """
     for sig in (*_STOP_SIGNALS, signal.SIGALRM):
         signal.signal(sig, _raise_on_signal)
     signal.setitimer(signal.ITIMER_REAL, args.time_limit)
     started = dt.datetime.now(dt.UTC)
-    workdir = WORK_ROOT / started.strftime("run-%Y%m%dT%H%M%SZ")
+    workdir = WORK_ROOT / started.strftime(f"{name}-%Y%m%dT%H%M%SZ")
     report: dict[str, Any] = {
-        "command": "python -m bench.run"
+        "command": f"python -m bench.{name}"
         + ("" if not sys.argv[1:] else " " + shlex.join(sys.argv[1:])),
         "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "servers": {},
-        "runs": [],
-        "blob_dirs": [],
+        **fields,
     }
     t0 = time.monotonic()
     code = 0
     try:
-        run_benchmark(args, workdir, report)
+        run(args, workdir, report)
     except (Exception, KeyboardInterrupt) as exc:
         code = 1
         report["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -1311,7 +1373,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     report["elapsed"] = time.monotonic() - t0
-    if report["runs"] or report.get("big_upload"):  # else: leave the previous report alone
+    if has_results(report):
         args.output.write_text(render(args, report))
         log(f"wrote {args.output}")
     if workdir.exists():
@@ -1322,10 +1384,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.keep_work:
                 # Uploaded bytes can be gigabytes: keep the databases and logs, not those.
-                for folder in report["blob_dirs"]:
+                for folder in report.get("blob_dirs", []):
                     shutil.rmtree(folder, ignore_errors=True)
             log(f"data and server logs kept in {workdir}")
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(
+        parse_args(argv),
+        "run",
+        {"servers": {}, "runs": [], "blob_dirs": []},
+        run_benchmark,
+        render,
+        lambda report: bool(report["runs"] or report.get("big_upload")),
+    )
 
 
 if __name__ == "__main__":

@@ -39,16 +39,41 @@ class RunningServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate `process` (killed after 15 s) and wait for it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def launch(
+    command: list[str], url: str, log_path: Path, env: dict[str, str], label: str
+) -> subprocess.Popen[bytes]:
+    """Run `command` (output to `log_path`) until `url`/api/health answers 200 (30 s at most)."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{label} exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"{label} did not start:\n{log_path.read_text()}")
 
 
 def start_server(
@@ -66,23 +91,8 @@ def start_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"server-{port}.log"
     command = [sys.executable, "-m", "backpack", "serve-instance", "--data", str(data_dir)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=environ
-        )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+    process = launch([*command, "--port", str(port)], url, log_path, environ, "server")
     return RunningServer(url, key or "", data_dir, process, log_path)
 
 

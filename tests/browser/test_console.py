@@ -18,29 +18,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import admin_cookie, confirm_dialog, new_page, shoot
 from tests.conftest import MailServer
 from tests.e2e.control_helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     Deployment,
     make_zip,
+    running_deployment,
     secret_key,
-    start_deployment,
 )
-
-TIMEOUT = 20_000  # ms
-WIDTHS = (1280, 390)
-# Chromium logs every 4xx/5xx answer as a console error; the tests provoke some on purpose.
-EXPECTED_CONSOLE = "Failed to load resource"
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    running = start_deployment(tmp_path_factory.mktemp("console") / "data")
-    yield running
-    running.stop()
-    assert "Traceback" not in running.log(), running.log()
+    yield from running_deployment(tmp_path_factory.mktemp("console") / "data", setup=False)
 
 
 def admin_token(deployment: Deployment) -> str:
@@ -62,48 +54,9 @@ def admin_token(deployment: Deployment) -> str:
 
 
 def open_console(browser: Any, deployment: Deployment, errors: list[str], hash_: str = "") -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(f"console: {msg.text}")
-            if msg.type == "error" and EXPECTED_CONSOLE not in msg.text
-            else None
-        ),
-    )
+    page = new_page(browser, errors)
     page.goto(f"{deployment.url}/admin/{hash_}")
     return page
-
-
-def sign_in_cookie(page: Any, deployment: Deployment) -> None:
-    page.context.add_cookies(
-        [
-            {
-                "name": "bp_admin",
-                "value": admin_token(deployment),
-                "domain": "127.0.0.1",
-                "path": "/admin",
-            }
-        ]
-    )
-
-
-def shoot(page: Any, screen: str) -> None:
-    """console-<screen>-<width>.png at both widths; the layout must not scroll sideways."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate(
-        "document.querySelectorAll('#toasts .toast:not(.error)').forEach((t) => t.remove())"
-    )
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 900})
-        page.wait_for_timeout(100)
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, f"{screen} scrolls sideways by {overflow}px at {width}px"
-        page.screenshot(path=str(ARTIFACTS / f"console-{screen}-{width}.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def open_tab(page: Any, label: str) -> None:
@@ -115,14 +68,6 @@ def alert_text(page: Any, scope: str = "main") -> str:
     locator.wait_for()
     text: str = locator.inner_text()
     return text
-
-
-def confirm_dialog(page: Any, typed: str | None = None) -> None:
-    box = page.locator("dialog[open]")
-    if typed is not None:
-        box.locator("input").fill(typed)
-    box.locator("button[type=submit]").click()
-    box.wait_for(state="detached")
 
 
 def settings_of(deployment: Deployment, name: str) -> dict[str, Any]:
@@ -435,9 +380,7 @@ def test_expired_session_returns_to_the_page(browser: Any, deployment: Deploymen
     page = open_console(browser, deployment, errors, f"#/b/{name}/logs")
     page.get_by_role("heading", name="Sign in").wait_for()
     assert "next=" in page.url
-    page.context.add_cookies(
-        [{"name": "bp_admin", "value": "bpa_wrong", "domain": "127.0.0.1", "path": "/admin"}]
-    )
+    admin_cookie(page, "bpa_wrong")
     page.get_by_label("Email").fill(ADMIN_EMAIL)
     page.get_by_label("Password").fill(ADMIN_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
@@ -483,11 +426,8 @@ def test_dashboard_with_100_backpacks(browser: Any, deployment: Deployment) -> N
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create, range(100 - existing)))
     errors: list[str] = []
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-    sign_in_cookie(page, deployment)
+    page = new_page(browser, errors, console=False)
+    admin_cookie(page, admin_token(deployment))
     page.goto(f"{deployment.url}/admin/#/")
     page.locator("table.backpacks tbody tr").nth(99).wait_for()
     assert page.locator("table.backpacks tbody tr").count() == 100
@@ -504,7 +444,7 @@ def test_dashboard_with_100_backpacks(browser: Any, deployment: Deployment) -> N
     page.wait_for_function(
         "() => document.querySelectorAll('table.backpacks .requests svg').length === 100"
     )
-    context.close()
+    page.context.close()
     assert errors == []
 
 

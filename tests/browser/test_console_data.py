@@ -8,7 +8,6 @@ shown at the field and changes nothing. Screenshots: tests/artifacts/console-<ta
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 from collections.abc import Iterator
@@ -17,16 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import admin_cookie, confirm_dialog, new_page, png, shoot
 from tests.e2e.control_helpers import Deployment, create_instance, running_deployment, secret_key
 
-TIMEOUT = 20_000  # ms
-WIDTHS = (1280, 390)
-# Chromium logs every 4xx answer as a console error; these tests provoke some on purpose.
-EXPECTED_CONSOLE = "Failed to load resource"
 RECORDS = 10_000
+RED = (200, 30, 60)
 
 
 @pytest.fixture(scope="module")
@@ -50,39 +45,16 @@ def api(deployment: Deployment, name: str) -> Iterator[httpx.Client]:
 def page(browser: Any, deployment: Deployment) -> Iterator[Any]:
     """A signed-in console page; fails the test on any script error."""
     errors: list[str] = []
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    context.add_cookies(
-        [{"name": "bp_admin", "value": deployment.token, "domain": "127.0.0.1", "path": "/admin"}]
-    )
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-
-    def on_console(message: Any) -> None:
-        if message.type == "error" and EXPECTED_CONSOLE not in message.text:
-            errors.append(f"console: {message.text}")
-
-    page.on("console", on_console)
+    page = new_page(browser, errors)
+    admin_cookie(page, deployment.token)
     yield page
-    context.close()
+    page.context.close()
     assert errors == []
 
 
 def open_tab(page: Any, deployment: Deployment, name: str, tab: str, query: str = "") -> None:
     page.goto(f"{deployment.url}/admin/#/b/{name}/{tab}{'?' + query if query else ''}")
     page.locator("#tab-panel h2").first.wait_for()
-
-
-def shoot(page: Any, screen: str) -> None:
-    """console-<screen>-<width>.png at both widths; the layout must not scroll sideways."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 900})
-        page.wait_for_timeout(150)
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, f"{screen} scrolls sideways by {overflow}px at {width}px"
-        page.screenshot(path=str(ARTIFACTS / f"console-{screen}-{width}.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def toast_error(page: Any) -> str:
@@ -94,24 +66,10 @@ def toast_error(page: Any) -> str:
     return text
 
 
-def confirm_dialog(page: Any, typed: str | None = None) -> None:
-    box = page.locator("dialog[open]")
-    if typed is not None:
-        box.locator("input").first.fill(typed)
-    box.locator("button[type=submit]").click()
-    box.wait_for(state="detached")
-
-
 def get_json(api: httpx.Client, path: str, **params: Any) -> Any:
     response = api.get(path, params=params)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def png(width: int = 64, height: int = 48) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 30, 60)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_collections_tab(page: Any, deployment: Deployment, name: str, api: httpx.Client) -> None:
@@ -512,7 +470,7 @@ def test_files_tab(
     assert bucket["rules"]["list"] is True
 
     # Upload an image: progress, then the file with a thumbnail preview.
-    image = png()
+    image = png(64, 48, RED)
     chooser = page.get_by_label("Files to upload")
     chooser.set_input_files([{"name": "red.png", "mimeType": "image/png", "buffer": image}])
     page.locator("form.upload").get_by_role("button", name="Upload", exact=True).click()
@@ -532,7 +490,7 @@ def test_files_tab(
     assert "text/plain" in toast_error(page)
     assert len(get_json(api, "/api/files", bucket="photos")["items"]) == 1
     # Too large for the bucket: 413.
-    big = png(1200, 900)
+    big = png(1200, 900, RED)
     big += b"\0" * max(0, 250_000 - len(big))
     chooser.set_input_files([{"name": "big.png", "mimeType": "image/png", "buffer": big}])
     page.locator("form.upload").get_by_role("button", name="Upload", exact=True).click()

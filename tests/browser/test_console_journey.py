@@ -7,7 +7,6 @@ and against the APIs. Screenshots: tests/artifacts/console-journey-<step>-<width
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,63 +14,27 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import confirm_dialog, new_page, png, shoot
 from tests.e2e.control_helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     Deployment,
     make_zip,
-    start_deployment,
+    running_deployment,
 )
 
-TIMEOUT = 20_000  # ms
-WIDTHS = (1280, 390)
-EXPECTED_CONSOLE = "Failed to load resource"  # Chromium logs 4xx answers as errors
 NAME = "journey"
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    running = start_deployment(tmp_path_factory.mktemp("journey") / "data")
-    yield running
-    running.stop()
-    assert "Traceback" not in running.log(), running.log()
-
-
-def shoot(page: Any, step: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate(
-        "document.querySelectorAll('#toasts .toast:not(.error)').forEach((t) => t.remove())"
-    )
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 900})
-        page.wait_for_timeout(100)
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 1, f"{step} scrolls sideways by {overflow}px at {width}px"
-        path = ARTIFACTS / f"console-journey-{step}-{width}.png"
-        page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 900})
-
-
-def confirm_dialog(page: Any, typed: str | None = None) -> None:
-    box = page.locator("dialog[open]")
-    if typed is not None:
-        box.locator("input").first.fill(typed)
-    box.locator("button[type=submit]").click()
-    box.wait_for(state="detached")
+    yield from running_deployment(tmp_path_factory.mktemp("journey") / "data", setup=False)
 
 
 def open_tab(page: Any, label: str) -> None:
     page.locator("nav.tabs").get_by_role("link", name=label, exact=True).click()
     page.locator("#tab-panel h2").first.wait_for()
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), (20, 120, 200)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 class Api:
@@ -80,18 +43,19 @@ class Api:
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
 
-    def get(self, path: str, **params: Any) -> Any:
+    def client(self) -> httpx.Client:
         with self.deployment.admin() as admin:
             key = admin.get(f"/admin/api/instances/{NAME}/keys").json()["secret_key"]
-        with self.deployment.backpack(NAME, key) as client:
+        return self.deployment.backpack(NAME, key)
+
+    def get(self, path: str, **params: Any) -> Any:
+        with self.client() as client:
             response = client.get(path, params=params)
         assert response.status_code == 200, response.text
         return response.json()
 
     def post(self, path: str, body: Any) -> Any:
-        with self.deployment.admin() as admin:
-            key = admin.get(f"/admin/api/instances/{NAME}/keys").json()["secret_key"]
-        with self.deployment.backpack(NAME, key) as client:
+        with self.client() as client:
             response = client.post(path, json=body)
         assert response.status_code == 201, response.text
         return response.json()
@@ -99,18 +63,7 @@ class Api:
 
 def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     errors: list[str] = []
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT)
-    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(f"console: {msg.text}")
-            if msg.type == "error" and EXPECTED_CONSOLE not in msg.text
-            else None
-        ),
-    )
+    page = new_page(browser, errors)
     api = Api(deployment)
 
     # 1. Setup of the first admin.
@@ -127,7 +80,7 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
             "/admin/api/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
         )
     deployment.token = response.json()["token"]
-    shoot(page, "1-dashboard")
+    shoot(page, "journey-1-dashboard")
 
     # 2. Create a backpack.
     page.get_by_label("New backpack name").fill(NAME)
@@ -135,7 +88,7 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     page.locator("section.created").get_by_role("heading", name=f"{NAME} is ready").wait_for()
     assert page.locator(f"tr[data-name={NAME}] .status").inner_text() == "running"
     assert httpx.get(f"{deployment.url}/i/{NAME}/api/health").status_code == 200
-    shoot(page, "2-created")
+    shoot(page, "journey-2-created")
 
     # 3. A collection with a schema and rules.
     page.get_by_role("link", name=f"Open {NAME}").click()
@@ -158,7 +111,7 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     todos = api.get("/api/collections/todos")
     assert todos["schema"]["fields"]["title"] == {"type": "string", "required": True}
     assert todos["rules"]["read"] == {"owner": "@auth.id"}
-    shoot(page, "3-collection")
+    shoot(page, "journey-3-collection")
 
     # 4. A record, created in the data tab.
     page.goto(f"{deployment.url}/admin/#/b/{NAME}/data?collection=todos")
@@ -169,7 +122,7 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     record_editor.get_by_role("button", name="Create").click()
     page.locator("table.records td", has_text="Buy milk").wait_for()
     assert [r["title"] for r in api.get("/api/collections/todos/records")["items"]] == ["Buy milk"]
-    shoot(page, "4-records")
+    shoot(page, "journey-4-records")
 
     # 5. A user.
     open_tab(page, "Users")
@@ -180,11 +133,11 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     page.locator("#tab-panel tr", has_text="ann@example.com").wait_for()
     users = api.get("/api/users")["items"]
     assert [u["email"] for u in users] == ["ann@example.com"]
-    shoot(page, "5-users")
+    shoot(page, "journey-5-users")
 
     # 6. A file.
     open_tab(page, "Files")
-    image = png()
+    image = png(40, 30, (20, 120, 200))
     page.get_by_label("Files to upload").set_input_files(
         [{"name": "logo.png", "mimeType": "image/png", "buffer": image}]
     )
@@ -192,7 +145,7 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     page.locator("table.files tr", has_text="logo.png").wait_for()
     (stored,) = api.get("/api/files")["items"]
     assert (stored["name"], stored["size"]) == ("logo.png", len(image))
-    shoot(page, "6-files")
+    shoot(page, "journey-6-files")
 
     # 7. A site.
     open_tab(page, "Site")
@@ -209,7 +162,7 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     page.get_by_role("button", name="Publish").click()
     page.locator("p.published", has_text="1 files").wait_for()
     assert "Journey" in httpx.get(f"{deployment.url}/i/{NAME}/site/").text
-    shoot(page, "7-site")
+    shoot(page, "journey-7-site")
 
     # 8. A backup, a change, and a restore that undoes the change.
     open_tab(page, "Backups")
@@ -223,7 +176,7 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     page.locator("form[aria-label=Restore]").get_by_role("button", name="Restore").click()
     confirm_dialog(page)
     page.get_by_text(f"{NAME} is running").wait_for()
-    shoot(page, "8-restored")
+    shoot(page, "journey-8-restored")
     titles = [r["title"] for r in api.get("/api/collections/todos/records")["items"]]
     assert titles == ["Buy milk"]
     assert [f["name"] for f in api.get("/api/files")["items"]] == ["logo.png"]
@@ -238,6 +191,6 @@ def test_the_whole_journey(browser: Any, deployment: Deployment) -> None:
     page.get_by_text("No backpack yet").wait_for()
     assert httpx.get(f"{deployment.url}/i/{NAME}/api/health").status_code == 404
     assert not (deployment.data_dir / "instances" / NAME).exists()
-    shoot(page, "9-deleted")
-    context.close()
+    shoot(page, "journey-9-deleted")
+    page.context.close()
     assert errors == []

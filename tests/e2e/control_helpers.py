@@ -7,7 +7,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import free_port, launch, stop_process
 
 ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "admin password 1"
@@ -65,13 +64,7 @@ class Deployment:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.logs.append(self.log_path.read_text(errors="replace"))
 
     def restart(self) -> None:
@@ -102,24 +95,8 @@ def start_deployment(
     log_path = data_dir.parent / f"serve-{port}-{secrets.token_hex(3)}.log"
     command = [sys.executable, "-m", "backpack", "serve", "--data", str(data_dir)]
     command += ["--port", str(port), "--domain", "localhost"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=clean_environment(extra)
-        )
-    url = f"http://127.0.0.1:{port}/api/health"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"backpack serve exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"backpack serve did not start:\n{log_path.read_text()}")
+    url = f"http://127.0.0.1:{port}"
+    process = launch(command, url, log_path, clean_environment(extra), "backpack serve")
     return Deployment(port, data_dir, extra, process, log_path)
 
 
@@ -136,11 +113,15 @@ def set_up(deployment: Deployment) -> str:
     return token
 
 
-def running_deployment(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Deployment]:
-    """A set-up deployment for a fixture; fails the tests if it ever logged a traceback."""
+def running_deployment(
+    data_dir: Path, env: dict[str, str] | None = None, *, setup: bool = True
+) -> Iterator[Deployment]:
+    """A deployment for a fixture (its first admin set up unless `setup` is false); fails the
+    tests if it ever logged a traceback."""
     deployment = start_deployment(data_dir, env=env)
     try:
-        set_up(deployment)
+        if setup:
+            set_up(deployment)
         yield deployment
     finally:
         deployment.stop()
