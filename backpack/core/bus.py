@@ -1,7 +1,7 @@
 """The event bus seam: how committed events and realtime traffic cross process boundaries.
 
 Core declares what a bus must do; adapters in `backpack.bus` do it (in process
-now; Redis pub/sub and PostgreSQL LISTEN/NOTIFY later). Every adapter passes
+Redis pub/sub, PostgreSQL LISTEN/NOTIFY). Every adapter passes
 the one contract suite in `tests/contract/test_bus_contract.py`:
 
 - `publish(topic, payload)` never blocks and never raises for transport

@@ -1,29 +1,72 @@
 """The event bus contract: every adapter behind `backpack.core.bus.Bus` passes this.
 
-Parametrized over the bus implementations (in-process now; Redis and
-PostgreSQL join the list when they exist). Each factory takes the
-per-subscription buffer size, so the overflow → `Resync` path is tested too.
+Parametrized over the bus implementations: in process, Redis pub/sub (the
+machine's server at 127.0.0.1:6379, a random channel prefix per test) and
+PostgreSQL LISTEN/NOTIFY (127.0.0.1:5432, user postgres, a database of this
+module's own). An unreachable server fails the tests, never skips them. Each
+factory takes the per-subscription buffer size, so the overflow → `Resync`
+path is tested too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from backpack.bus import MemoryBus, open_bus
+from backpack.bus.postgres import PostgresBus
+from backpack.bus.redis import RedisBus
 from backpack.core.bus import Bus, BusSubscription, Delivery, Resync
 
+T = TypeVar("T")
 BusFactory = Callable[[int], Bus]
-FACTORIES: dict[str, BusFactory] = {"memory": lambda capacity: MemoryBus(capacity)}
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
-@pytest.fixture(params=sorted(FACTORIES))
+def run_elsewhere(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine on a loop of its own (module fixtures live outside the tests' loops)."""
+
+    async def main() -> T:
+        return await work()
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, main()).result()
+
+
+async def _admin_sql(sql: str) -> None:
+    conn = await asyncpg.connect(PG_SERVER + "/postgres", timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_bus_url() -> Iterator[str]:
+    name = f"bp_bus_test_{secrets.token_hex(6)}"
+    run_elsewhere(lambda: _admin_sql(f'CREATE DATABASE "{name}"'))
+    yield f"{PG_SERVER}/{name}"
+    run_elsewhere(lambda: _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["memory", "postgres", "redis"])
 def make_bus(request: pytest.FixtureRequest) -> BusFactory:
-    factory: BusFactory = FACTORIES[request.param]
-    return factory
+    """Buses of one kind that share their channels (so they see each other's payloads)."""
+    prefix = f"bp-test-{secrets.token_hex(6)}:"
+    if request.param == "redis":
+        return lambda capacity: RedisBus(REDIS_URL, prefix=prefix, capacity=capacity)
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_bus_url")
+        return lambda capacity: PostgresBus(url, prefix=prefix, capacity=capacity)
+    return lambda capacity: MemoryBus(capacity)
 
 
 @pytest.fixture
@@ -156,8 +199,11 @@ async def test_bad_topics_and_payloads_are_refused(bus: Bus) -> None:
         bus.publish("t", "text")  # type: ignore[arg-type]
 
 
-def test_open_bus_knows_the_in_process_bus() -> None:
+def test_open_bus_chooses_by_url() -> None:
     assert isinstance(open_bus(None), MemoryBus)
     assert isinstance(open_bus("memory://"), MemoryBus)
-    with pytest.raises(ValueError):
-        open_bus("redis://localhost:6379")
+    assert isinstance(open_bus("redis://localhost:6379"), RedisBus)
+    assert isinstance(open_bus("postgresql://postgres@localhost/db"), PostgresBus)
+    for url in ("kafka://localhost", "http://localhost"):
+        with pytest.raises(ValueError):
+            open_bus(url)
