@@ -1,20 +1,142 @@
-"""The SQLite compiler and the in-memory evaluator accept exactly the same records."""
+"""The SQL compilers (SQLite, PostgreSQL) and the in-memory evaluator accept the same records.
+
+PostgreSQL runs on 127.0.0.1:5432 (user postgres, trust auth); the module makes a
+database of its own and drops it afterwards. Without a server these tests fail.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
+import asyncio
+import secrets
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import apsw
+import asyncpg  # type: ignore[import-untyped]
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backpack.core.filter import compile_matcher, parse_filter
-from backpack.core.jsonutil import dumps_str, normalize
+from backpack.core.filter import Node, compile_matcher, parse_filter
+from backpack.core.jsonutil import dumps_str, loads, normalize
+from backpack.storage.postgres.filter_pg import compile_filter_pg, pg_data
 from backpack.storage.sqlite.filter_sql import compile_filter_sqlite, register_sqlite_functions
 from backpack.types import JSON
 
 T = TypeVar("T")
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+# Selects the ids of `records` that a bound filter matches, in one SQL engine.
+Select = Callable[[list[dict[str, JSON]], Node, Mapping[str, str] | None], set[str]]
+
+
+def sqlite_select(
+    records: list[dict[str, JSON]], node: Node, field_types: Mapping[str, str] | None
+) -> set[str]:
+    conn = apsw.Connection(":memory:")
+    register_sqlite_functions(conn)
+    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID")
+    for record in records:
+        conn.execute("INSERT INTO t VALUES (?, jsonb(?))", (record["id"], dumps_str(record)))
+    sql, params = compile_filter_sqlite(node, field_types=field_types)
+    return {str(row[0]) for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)}
+
+
+class PgLoop:
+    """One asyncpg connection on a loop in a thread of its own, for synchronous tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.conn: Any = None
+
+    def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        async def main() -> T:
+            return await work()
+
+        return asyncio.run_coroutine_threadsafe(main(), self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+async def pg_connect(database: str) -> Any:
+    try:
+        return await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (user postgres): {exc}")
+
+
+@pytest.fixture(scope="module")
+def pg_loop() -> Iterator[PgLoop]:
+    """A fresh database with the adapter's table layout, and a connection to it."""
+    name = f"bp_filter_test_{secrets.token_hex(6)}"
+    pg = PgLoop()
+
+    async def create() -> None:
+        admin = await pg_connect("postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        pg.conn = await pg_connect(name)
+        await pg.conn.execute(
+            'CREATE TABLE t (id text COLLATE "C" PRIMARY KEY, doc text NOT NULL, '
+            "data jsonb NOT NULL)"
+        )
+
+    async def drop() -> None:
+        if pg.conn is not None:
+            await pg.conn.close()
+        admin = await pg_connect("postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    try:
+        pg.run(create)
+        yield pg
+    finally:
+        pg.run(drop)
+        pg.close()
+
+
+def postgres_select(pg: PgLoop) -> Select:
+    def select(
+        records: list[dict[str, JSON]], node: Node, field_types: Mapping[str, str] | None
+    ) -> set[str]:
+        found = compile_filter_pg(node, field_types=field_types)
+        rows = [(str(r["id"]), dumps_str(r), pg_data(dumps_str(r))) for r in records]
+
+        async def work() -> list[Any]:
+            async with pg.conn.transaction():
+                await pg.conn.execute("TRUNCATE t")
+                await pg.conn.executemany("INSERT INTO t VALUES ($1, $2, $3::jsonb)", rows)
+                return list(
+                    await pg.conn.fetch(f"SELECT id, doc FROM t WHERE {found.sql}", *found.params)
+                )
+
+        selected = pg.run(work)
+        if not found.exact:  # a superset: the adapter re-tests it with the evaluator
+            matcher = compile_matcher(node)
+            selected = [row for row in selected if matcher(loads(row[1]))]
+        return {str(row[0]) for row in selected}
+
+    return select
+
+
+ENGINES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Select:
+    if request.param == "postgres":
+        return postgres_select(request.getfixturevalue("pg_loop"))
+    return sqlite_select
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
@@ -131,23 +253,21 @@ def typed_documents() -> st.SearchStrategy[dict[str, JSON]]:
 
 
 def _agree(
+    engine: Select,
     docs: list[dict[str, JSON]],
     filter_json: dict[str, JSON],
     field_types: Mapping[str, str] | None = None,
 ) -> None:
-    records = [normalize({**doc, "id": f"d{i}"}) for i, doc in enumerate(docs)]
-    conn = apsw.Connection(":memory:")
-    register_sqlite_functions(conn)
-    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID")
-    for record in records:
+    records: list[dict[str, JSON]] = []
+    for i, doc in enumerate(docs):
+        record = normalize({**doc, "id": f"d{i}"})
         assert isinstance(record, dict)
-        conn.execute("INSERT INTO t VALUES (?, jsonb(?))", (record["id"], dumps_str(record)))
+        records.append(record)
     node = parse_filter(filter_json)
-    sql, params = compile_filter_sqlite(node, field_types=field_types)
-    from_sql = {row[0] for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)}
+    from_sql = engine(records, node, field_types)
     matcher = compile_matcher(node)
-    from_evaluator = {r["id"] for r in records if isinstance(r, dict) and matcher(r)}
-    assert from_sql == from_evaluator, sql
+    from_evaluator = {str(r["id"]) for r in records if matcher(r)}
+    assert from_sql == from_evaluator, node
 
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -155,13 +275,15 @@ SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[Heal
 
 @SETTINGS
 @given(DOCUMENTS, FILTERS)
-def test_sqlite_agrees_with_evaluator(docs: list[dict[str, JSON]], f: dict[str, JSON]) -> None:
-    _agree(docs, f)
+def test_sqlite_agrees_with_evaluator(
+    engine: Select, docs: list[dict[str, JSON]], f: dict[str, JSON]
+) -> None:
+    _agree(engine, docs, f)
 
 
 @SETTINGS
 @given(st.lists(typed_documents(), min_size=3, max_size=8), FILTERS)
 def test_sqlite_agrees_with_evaluator_on_declared_fields(
-    docs: list[dict[str, JSON]], f: dict[str, JSON]
+    engine: Select, docs: list[dict[str, JSON]], f: dict[str, JSON]
 ) -> None:
-    _agree(docs, f, FIELD_TYPES)
+    _agree(engine, docs, f, FIELD_TYPES)

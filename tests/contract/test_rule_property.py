@@ -4,15 +4,22 @@ Access rules are filters with variables (`@auth.id`, `@now`, `@body.x`, the
 `@auth` pseudo-field). The server binds them per request with `bind_variables`
 and then either compiles them to SQL (list, read, update, delete) or runs them
 in memory (create rules, the read check after an update, realtime). Both paths
-must give the same answer for every caller, signed in or not.
+must give the same answer for every caller, signed in or not. Both SQL engines
+(SQLite, PostgreSQL) are checked; PostgreSQL runs on 127.0.0.1:5432 (user postgres,
+trust auth), in a database the module makes and drops. Without a server these tests fail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
+import asyncio
+import secrets
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import apsw
+import asyncpg  # type: ignore[import-untyped]
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -35,11 +42,124 @@ from backpack.core.filter import (
     compile_matcher,
     parse_filter,
 )
-from backpack.core.jsonutil import dumps_str, normalize
+from backpack.core.jsonutil import dumps_str, loads, normalize
+from backpack.storage.postgres.filter_pg import compile_filter_pg, pg_data
 from backpack.storage.sqlite.filter_sql import compile_filter_sqlite, register_sqlite_functions
 from backpack.types import JSON
 
 T = TypeVar("T")
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+# Selects the ids of `records` that a bound filter matches, in one SQL engine.
+Select = Callable[[list[dict[str, JSON]], Node, Mapping[str, str] | None], set[str]]
+
+
+def sqlite_select(
+    records: list[dict[str, JSON]], node: Node, field_types: Mapping[str, str] | None
+) -> set[str]:
+    conn = apsw.Connection(":memory:")
+    register_sqlite_functions(conn)
+    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID")
+    for record in records:
+        conn.execute("INSERT INTO t VALUES (?, jsonb(?))", (record["id"], dumps_str(record)))
+    sql, params = compile_filter_sqlite(node, field_types=field_types)
+    return {str(row[0]) for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)}
+
+
+class PgLoop:
+    """One asyncpg connection on a loop in a thread of its own, for synchronous tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.conn: Any = None
+
+    def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        async def main() -> T:
+            return await work()
+
+        return asyncio.run_coroutine_threadsafe(main(), self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+async def pg_connect(database: str) -> Any:
+    try:
+        return await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (user postgres): {exc}")
+
+
+@pytest.fixture(scope="module")
+def pg_loop() -> Iterator[PgLoop]:
+    """A fresh database with the adapter's table layout, and a connection to it."""
+    name = f"bp_rule_test_{secrets.token_hex(6)}"
+    pg = PgLoop()
+
+    async def create() -> None:
+        admin = await pg_connect("postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        pg.conn = await pg_connect(name)
+        await pg.conn.execute(
+            'CREATE TABLE t (id text COLLATE "C" PRIMARY KEY, doc text NOT NULL, '
+            "data jsonb NOT NULL)"
+        )
+
+    async def drop() -> None:
+        if pg.conn is not None:
+            await pg.conn.close()
+        admin = await pg_connect("postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    try:
+        pg.run(create)
+        yield pg
+    finally:
+        pg.run(drop)
+        pg.close()
+
+
+def postgres_select(pg: PgLoop) -> Select:
+    def select(
+        records: list[dict[str, JSON]], node: Node, field_types: Mapping[str, str] | None
+    ) -> set[str]:
+        found = compile_filter_pg(node, field_types=field_types)
+        rows = [(str(r["id"]), dumps_str(r), pg_data(dumps_str(r))) for r in records]
+
+        async def work() -> list[Any]:
+            async with pg.conn.transaction():
+                await pg.conn.execute("TRUNCATE t")
+                await pg.conn.executemany("INSERT INTO t VALUES ($1, $2, $3::jsonb)", rows)
+                return list(
+                    await pg.conn.fetch(f"SELECT id, doc FROM t WHERE {found.sql}", *found.params)
+                )
+
+        selected = pg.run(work)
+        if not found.exact:  # a superset: the adapter re-tests it with the evaluator
+            matcher = compile_matcher(node)
+            selected = [row for row in selected if matcher(loads(row[1]))]
+        return {str(row[0]) for row in selected}
+
+    return select
+
+
+ENGINES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Select:
+    if request.param == "postgres":
+        return postgres_select(request.getfixturevalue("pg_loop"))
+    return sqlite_select
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
@@ -261,6 +381,7 @@ def _unbound(node: Node) -> bool:
 
 
 def _agree(
+    engine: Select,
     docs: list[dict[str, JSON]],
     rule: dict[str, JSON],
     auth: dict[str, JSON] | None,
@@ -268,25 +389,21 @@ def _agree(
     now: str,
     field_types: Mapping[str, str] | None = None,
 ) -> set[str]:
-    records = [normalize({**doc, "id": f"d{i}"}) for i, doc in enumerate(docs)]
+    records: list[dict[str, JSON]] = []
+    for i, doc in enumerate(docs):
+        record = normalize({**doc, "id": f"d{i}"})
+        assert isinstance(record, dict)
+        records.append(record)
     node = parse_filter(rule, allow_variables=True)
     bound = bind_variables(node, VariableContext(auth=auth, now=now, body=body))
     assert not _unbound(bound), bound
-    conn = apsw.Connection(":memory:")
-    register_sqlite_functions(conn)
-    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID")
-    for record in records:
-        assert isinstance(record, dict)
-        conn.execute("INSERT INTO t VALUES (?, jsonb(?))", (record["id"], dumps_str(record)))
-    sql, params = compile_filter_sqlite(bound, field_types=field_types)
-    from_sql = {str(row[0]) for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)}
+    from_sql = engine(records, bound, field_types)
     matcher = compile_matcher(bound)
-    from_matcher = {str(r["id"]) for r in records if isinstance(r, dict) and matcher(r)}
-    assert from_sql == from_matcher, (bound, sql, params)
+    from_matcher = {str(r["id"]) for r in records if matcher(r)}
+    assert from_sql == from_matcher, bound
     # Negated, as the server does for `$nor`/`$not` around a bound rule.
-    negated, neg_params = compile_filter_sqlite(Not(bound), field_types=field_types)
-    rest = {str(row[0]) for row in conn.execute(f"SELECT id FROM t WHERE {negated}", neg_params)}
-    assert rest == {f"d{i}" for i in range(len(records))} - from_matcher, (bound, negated)
+    rest = engine(records, Not(bound), field_types)
+    assert rest == {f"d{i}" for i in range(len(records))} - from_matcher, Not(bound)
     return from_matcher
 
 
@@ -337,14 +454,14 @@ def scenarios(draw: st.DrawFn, *, typed: bool = False) -> Scenario:
         TIMES[1],
     )
 )
-def test_bound_rules_agree_in_sql_and_matcher(scenario: Scenario) -> None:
-    _agree(*scenario)
+def test_bound_rules_agree_in_sql_and_matcher(engine: Select, scenario: Scenario) -> None:
+    _agree(engine, *scenario)
 
 
 @SETTINGS
 @given(scenarios(typed=True))
-def test_bound_rules_agree_on_declared_fields(scenario: Scenario) -> None:
-    _agree(*scenario, field_types=TYPED)
+def test_bound_rules_agree_on_declared_fields(engine: Select, scenario: Scenario) -> None:
+    _agree(engine, *scenario, field_types=TYPED)
 
 
 # A few documented outcomes, checked through both engines.
@@ -372,27 +489,30 @@ def test_auth_conditions_fold_to_constants() -> None:
         assert bound == expected, (rule, auth)
 
 
-def test_signed_out_owner_rule_never_matches_unowned_records() -> None:
+def test_signed_out_owner_rule_never_matches_unowned_records(engine: Select) -> None:
     docs: list[dict[str, JSON]] = [{"owner": None}, {}, {"owner": "u1"}, {"owner": ""}]
     # Signed out, @auth.id is "": only a record whose owner is literally "" matches.
-    assert _agree(docs, {"owner": "@auth.id"}, None, None, TIMES[1]) == {"d3"}
-    assert _agree(docs, {"owner": "@auth.id"}, SIGNED_IN, None, TIMES[1]) == {"d2"}
+    assert _agree(engine, docs, {"owner": "@auth.id"}, None, None, TIMES[1]) == {"d3"}
+    assert _agree(engine, docs, {"owner": "@auth.id"}, SIGNED_IN, None, TIMES[1]) == {"d2"}
     # A signed-in caller without an id gets the signed-out value, not null.
-    assert _agree(docs, {"owner": "@auth.id"}, {"email": "x@y.z"}, None, TIMES[1]) == {"d3"}
+    assert _agree(engine, docs, {"owner": "@auth.id"}, {"email": "x@y.z"}, None, TIMES[1]) == {"d3"}
 
 
-def test_now_and_body_variables() -> None:
+def test_now_and_body_variables(engine: Select) -> None:
     docs: list[dict[str, JSON]] = [
         {"publish_at": TIMES[0]},
         {"publish_at": TIMES[3]},
         {"publish_at": 5},
         {},
     ]
-    assert _agree(docs, {"publish_at": {"$lte": "@now"}}, None, None, TIMES[1]) == {"d0"}
+    assert _agree(engine, docs, {"publish_at": {"$lte": "@now"}}, None, None, TIMES[1]) == {"d0"}
     notes: list[dict[str, JSON]] = [{"owner_note": "n"}, {"owner_note": None}, {}]
     rule: dict[str, JSON] = {"owner_note": "@body.owner_note"}
-    assert _agree(notes, rule, None, {"owner_note": "n"}, TIMES[1]) == {"d0"}
+    assert _agree(engine, notes, rule, None, {"owner_note": "n"}, TIMES[1]) == {"d0"}
     # An absent body field is null, which matches a null or missing field.
-    assert _agree(notes, rule, None, {}, TIMES[1]) == {"d1", "d2"}
+    assert _agree(engine, notes, rule, None, {}, TIMES[1]) == {"d1", "d2"}
     # A comparison against an unusable (object) body value matches nothing.
-    assert _agree(notes, {"owner_note": {"$gt": "@body.x"}}, None, {"x": {}}, TIMES[1]) == set()
+    assert (
+        _agree(engine, notes, {"owner_note": {"$gt": "@body.x"}}, None, {"x": {}}, TIMES[1])
+        == set()
+    )

@@ -1,14 +1,20 @@
 """The storage contract: every adapter behind `backpack.core.storage.Storage` passes this.
 
-Parametrized over adapters; the PostgreSQL adapter joins the list when it exists.
+Parametrized over adapters. PostgreSQL runs on 127.0.0.1:5432 (user postgres,
+trust auth); the module makes a database of its own, empties it before each
+test and drops it afterwards. Without a server these tests fail.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from backpack.core import jsonutil
@@ -28,19 +34,58 @@ from backpack.core.storage import (
     Update,
 )
 from backpack.errors import NotFound, ValidationFailed
+from backpack.storage.postgres import PostgresStorage
 from backpack.storage.sqlite.adapter import SqliteStorage
 
+T = TypeVar("T")
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
-def sqlite_factory(tmp: Path) -> Storage:
+
+def run_elsewhere(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine on a loop of its own (module fixtures live outside the tests' loops)."""
+
+    async def main() -> T:
+        return await work()
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, main()).result()
+
+
+async def pg_admin(sql: str, database: str = "postgres") -> None:
+    try:
+        conn = await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (user postgres): {exc}")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    name = f"bp_storage_test_{secrets.token_hex(6)}"
+    run_elsewhere(lambda: pg_admin(f'CREATE DATABASE "{name}"'))
+    yield name
+    run_elsewhere(lambda: pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def sqlite_factory(request: pytest.FixtureRequest, tmp: Path) -> Storage:
     return SqliteStorage(str(tmp / "contract.db"))
 
 
-ADAPTERS = {"sqlite": sqlite_factory}
+async def postgres_factory(request: pytest.FixtureRequest, tmp: Path) -> Storage:
+    database: str = request.getfixturevalue("pg_database")
+    await pg_admin("DROP SCHEMA public CASCADE; CREATE SCHEMA public", database)
+    return PostgresStorage(f"{PG_SERVER}/{database}", max_size=4)
+
+
+ADAPTERS = {"sqlite": sqlite_factory, "postgres": postgres_factory}
 
 
 @pytest.fixture(params=sorted(ADAPTERS))
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    store = ADAPTERS[request.param](tmp_path)
+    store = await ADAPTERS[request.param](request, tmp_path)
     await store.open()
     yield store
     await store.close()

@@ -1,0 +1,618 @@
+"""The scale-out storage adapter: one PostgreSQL database per backpack, through asyncpg.
+
+Each collection is a table of its own, `r_<n>` (named in `_collections`):
+`id`, `version`, `doc` (the canonical JSON text, returned verbatim) and
+`data` (the same record as JSONB, prepared by `pg_data`, which filters, sorts
+and indexes read). A table per collection keeps every index, unique
+constraint, drop and planner statistic local to its collection, with no
+collection column in front of every key. Declared indexes become expression
+indexes over the sort keys of `filter_pg`; unique ones add the JSON type, so
+`1`, `true` and `"1"` stay apart and null or missing values never collide.
+
+Many workers may share one database: the collection → table map is cached and
+reloaded when a name is unknown or its table is gone. A lost or unreachable
+server is `Unavailable` (503); reads are retried once on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+
+from backpack.core.filter import Node, compile_matcher
+from backpack.core.storage import (
+    AlreadyExists,
+    Delete,
+    DropCollection,
+    IndexDef,
+    Insert,
+    Page,
+    PutCollection,
+    Query,
+    StaleWrite,
+    StoredCollection,
+    StoredDoc,
+    UniqueViolation,
+    Update,
+    WriteOp,
+)
+from backpack.errors import (
+    BackpackError,
+    BadRequest,
+    InvalidQuery,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+from backpack.storage.postgres.filter_pg import (
+    PgFilter,
+    compile_filter_pg,
+    pg_data,
+    pg_json_value,
+    pg_sort_exprs,
+    pg_unique_exprs,
+    pg_value_expr,
+)
+from backpack.types import JSON
+
+T = TypeVar("T")
+
+_SCHEMA_LOCK: Final = 0x6270_7374_6F72  # advisory lock id: one worker creates the tables
+_ACQUIRE_TIMEOUT: Final = 15.0  # seconds a request waits for a free connection
+_CONNECT_TIMEOUT: Final = 10.0
+_CHECK_CHUNK: Final = 500  # rows fetched at a time for check_existing and re-tested scans
+_ROW_OPS = (Insert, Update, Delete)
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS _collections (
+    name text COLLATE "C" PRIMARY KEY,
+    tbl text NOT NULL UNIQUE,
+    meta text NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS _tables;
+"""
+# Errors that mean the server is gone, restarting, refusing or out of resources.
+_UNAVAILABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether `exc` means the database cannot be reached (rather than a refused statement)."""
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    # asyncpg reports a connection or pool it has closed itself as an InterfaceError.
+    return isinstance(exc, asyncpg.InterfaceError) and "clos" in str(exc)
+
+
+class _TableGone(Exception):
+    """A cached table was dropped by another process: reload the map and retry."""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _redact(url: str) -> str:
+    """`url` without its password, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return url.split("://", 1)[0] + "://…"
+
+
+def _index_sql(table: str, index: IndexDef) -> str:
+    columns: list[str] = []
+    for key in index.keys:
+        exprs = pg_unique_exprs(key.path) if index.unique else pg_sort_exprs(key.path)
+        columns += [expr + (" DESC" if key.descending else "") for expr in exprs]
+    if not index.unique and index.keys[-1].path != ("id",):
+        columns.append("id DESC" if index.keys[-1].descending else "id")
+    unique = "UNIQUE " if index.unique else ""
+    name = _quote(f"bx_{table}__{index.name}")
+    return f"CREATE {unique}INDEX {name} ON {_quote(table)} ({', '.join(columns)})"
+
+
+def _unique_error(exc: Any, record_id: str) -> BackpackError:
+    constraint = str(getattr(exc, "constraint_name", "") or "")
+    if constraint.endswith("_pkey"):
+        return AlreadyExists(f"A record with id '{record_id}' already exists.")
+    return UniqueViolation(
+        "Another record already has this value in a unique field.",
+        {"index": constraint.split("__", 1)[-1]},
+    )
+
+
+def _row_error(exc: Exception, record_id: str) -> BackpackError | None:
+    """A core error for a failed row write, or None to let `exc` through."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return _unique_error(exc, record_id)
+    if isinstance(exc, asyncpg.exceptions.ProgramLimitExceededError):
+        return PayloadTooLarge(f"Record '{record_id}' has a value too large for an index.")
+    if isinstance(exc, asyncpg.exceptions.CharacterNotInRepertoireError):
+        return BadRequest(f"Record id {record_id!r} holds a character the database refuses.")
+    return None
+
+
+class PostgresStorage:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: Any = None
+        self._tables: dict[str, str] = {}
+
+    # lifecycle
+
+    async def open(self) -> None:
+        where = _redact(self.url)
+        try:
+            pool = await asyncpg.create_pool(
+                self.url,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                timeout=_CONNECT_TIMEOUT,
+                server_settings={"application_name": "backpack"},
+            )
+        except (*_UNAVAILABLE, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise Unavailable(f"Cannot connect to PostgreSQL at {where}: {exc}") from None
+        try:
+            async with pool.acquire() as conn:
+                encoding = await conn.fetchval("SHOW server_encoding")
+                if encoding != "UTF8":
+                    raise Unavailable(
+                        f"The PostgreSQL database at {where} uses {encoding}; Backpack needs UTF8."
+                    )
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+                    await conn.execute(_SCHEMA)
+                rows = await conn.fetch("SELECT name, tbl FROM _collections")
+        except BaseException as exc:
+            await pool.close()
+            if _lost(exc) or isinstance(exc, asyncpg.PostgresError):
+                raise Unavailable(f"Cannot prepare PostgreSQL at {where}: {exc}") from None
+            raise
+        self._tables = {str(row[0]): str(row[1]) for row in rows}
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except TimeoutError:
+                pool.terminate()
+
+    async def _run(self, work: Callable[[Any], Awaitable[T]], *, retry: bool) -> T:
+        """`work` on a pooled connection; connection failures become `Unavailable`."""
+        for attempt in range(2):
+            pool = self._pool
+            if pool is None:
+                raise Unavailable("The database is closed.")
+            try:
+                async with pool.acquire(timeout=_ACQUIRE_TIMEOUT) as conn:
+                    return await work(conn)
+            except Exception as exc:
+                if not _lost(exc):
+                    raise
+                if isinstance(exc, TimeoutError):
+                    raise Unavailable("The database is busy or unreachable; try again.") from None
+                await pool.expire_connections()  # the others are likely dead too
+                if retry and attempt == 0:
+                    continue
+                raise Unavailable(
+                    f"The database is unavailable: {exc or type(exc).__name__}."
+                ) from None
+        raise AssertionError("unreachable")
+
+    async def _reload_tables(self) -> None:
+        async def work(conn: Any) -> dict[str, str]:
+            return {
+                str(r[0]): str(r[1]) for r in await conn.fetch("SELECT name, tbl FROM _collections")
+            }
+
+        self._tables = await self._run(work, retry=True)
+
+    async def _read(self, collection: str, work: Callable[[Any, str], Awaitable[T]]) -> T:
+        """`work(conn, quoted_table)`, reloading the table map once if it is stale."""
+        for attempt in range(2):
+            table = self._tables.get(collection)
+            if table is None and attempt == 0:
+                await self._reload_tables()
+                table = self._tables.get(collection)
+            if table is None:
+                raise NotFound(f"Collection '{collection}' does not exist.")
+            try:
+                return await self._run(_bind(work, _quote(table)), retry=True)
+            except asyncpg.UndefinedTableError:
+                if attempt:
+                    raise NotFound(f"Collection '{collection}' does not exist.") from None
+                await self._reload_tables()
+        raise AssertionError("unreachable")
+
+    # reads
+
+    async def load_collections(self) -> list[StoredCollection]:
+        async def work(conn: Any) -> list[Any]:
+            return list(await conn.fetch("SELECT name, tbl, meta FROM _collections ORDER BY name"))
+
+        rows = await self._run(work, retry=True)
+        self._tables = {str(row[0]): str(row[1]) for row in rows}
+        return [StoredCollection(str(row[0]), str(row[2])) for row in rows]
+
+    async def get(
+        self,
+        collection: str,
+        record_id: str,
+        where: Node | None = None,
+        field_types: Mapping[str, str] | None = None,
+    ) -> StoredDoc | None:
+        if "\x00" in record_id:
+            return None
+        found = _where(where, field_types, 2)
+
+        async def work(conn: Any, table: str) -> Any:
+            sql = f"SELECT doc, version FROM {table} WHERE id = $1 AND {found.sql}"
+            return await conn.fetchrow(sql, record_id, *found.params)
+
+        row = await self._read(collection, work)
+        if row is None or not _recheck(found, where, row[0]):
+            return None
+        return StoredDoc(row[0], int(row[1]))
+
+    async def get_many(
+        self,
+        collection: str,
+        record_ids: Sequence[str],
+        where: Node | None = None,
+        field_types: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        ids = [i for i in dict.fromkeys(record_ids) if "\x00" not in i]
+        if not ids:
+            return []
+        found = _where(where, field_types, 2)
+
+        async def work(conn: Any, table: str) -> list[Any]:
+            sql = f"SELECT doc FROM {table} WHERE id = ANY($1::text[]) AND {found.sql}"
+            return list(await conn.fetch(sql, ids, *found.params))
+
+        rows = await self._read(collection, work)
+        return [row[0] for row in rows if _recheck(found, where, row[0])]
+
+    def _page_sql(self, query: Query, table: str, found: PgFilter) -> tuple[str, list[Any]]:
+        """The page query (keyset included, no LIMIT) and its parameters."""
+        if query.after is not None and len(query.after) != len(query.sort):
+            raise InvalidQuery("The cursor does not fit this query.")
+        params: list[Any] = list(found.params)
+        columns: list[tuple[str, bool]] = []
+        bounds: list[str] = []
+        outputs: list[str] = []
+        for i, key in enumerate(query.sort):
+            exprs = pg_sort_exprs(key.path)
+            columns += [(expr, key.descending) for expr in exprs]
+            outputs.append("id" if exprs == ("id",) else f"({pg_value_expr(key.path)})::text")
+            if query.after is None:
+                continue
+            params.append(_after_value(query.after[i], exprs == ("id",)))
+            placeholder = f"${len(params)}::" + ("text" if exprs == ("id",) else "jsonb")
+            bounds += [placeholder] if exprs == ("id",) else list(pg_sort_exprs((), placeholder))
+        conditions = [found.sql]
+        if query.after is not None:
+            conditions.append(_keyset_after(columns, bounds))
+        order = ", ".join(expr + (" DESC" if desc else "") for expr, desc in columns)
+        sql = (
+            f"SELECT doc, {', '.join(outputs)} FROM {table} "
+            f"WHERE {' AND '.join(conditions)} ORDER BY {order}"
+        )
+        return sql, params
+
+    async def explain(self, query: Query) -> list[str]:
+        """PostgreSQL's plan for the page query (for operators and tests)."""
+        found = compile_filter_pg(query.where, field_types=query.field_types)
+
+        async def work(conn: Any, table: str) -> list[str]:
+            sql, params = self._page_sql(query, table, found)
+            n = len(params)
+            rows = await conn.fetch(
+                f"EXPLAIN {sql} LIMIT ${n + 1} OFFSET ${n + 2}",
+                *params,
+                query.limit + 1,
+                query.offset,
+            )
+            return [str(row[0]) for row in rows]
+
+        return await self._read(query.collection, work)
+
+    async def query(self, query: Query) -> Page:
+        found = compile_filter_pg(query.where, field_types=query.field_types)
+        if found.exact:
+            return await self._read(query.collection, lambda c, t: self._exact(c, t, query, found))
+        return await self._read(query.collection, lambda c, t: self._rechecked(c, t, query, found))
+
+    async def _exact(self, conn: Any, table: str, query: Query, found: PgFilter) -> Page:
+        sql, params = self._page_sql(query, table, found)
+        n = len(params)
+        rows = await conn.fetch(
+            f"{sql} LIMIT ${n + 1} OFFSET ${n + 2}", *params, query.limit + 1, query.offset
+        )
+        last_key: tuple[JSON, ...] | None = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            last_key = tuple(rows[-1][1:])
+        total = None
+        if query.count:
+            count_sql = f"SELECT count(*) FROM {table} WHERE {found.sql}"
+            total = int(await conn.fetchval(count_sql, *found.params))
+        return Page([row[0] for row in rows], last_key, total)
+
+    async def _rechecked(self, conn: Any, table: str, query: Query, found: PgFilter) -> Page:
+        """A page whose SQL filter is a superset: scan it, keeping rows the evaluator accepts."""
+        matcher = compile_matcher(query.where)
+        sql, params = self._page_sql(query, table, found)
+        rows: list[Any] = []
+        skip = query.offset
+        async with conn.transaction():
+            async for row in conn.cursor(sql, *params, prefetch=_CHECK_CHUNK):
+                if not matcher(orjson.loads(row[0])):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                rows.append(row)
+                if len(rows) > query.limit:
+                    break
+            total = None
+            if query.count:
+                total = 0
+                count_sql = f"SELECT doc FROM {table} WHERE {found.sql}"
+                async for row in conn.cursor(count_sql, *found.params, prefetch=_CHECK_CHUNK):
+                    total += matcher(orjson.loads(row[0]))
+        last_key: tuple[JSON, ...] | None = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            last_key = tuple(rows[-1][1:])
+        return Page([row[0] for row in rows], last_key, total)
+
+    # writes
+
+    async def apply(self, ops: Sequence[WriteOp]) -> None:
+        if not ops:
+            return
+        for attempt in range(2):
+            try:
+                changes = await self._run(lambda conn: self._apply(conn, ops), retry=False)
+            except _TableGone:
+                if attempt:
+                    raise Unavailable("The collection's table changed during the write.") from None
+                await self._reload_tables()
+                continue
+            for name, table in changes.items():
+                if table is None:
+                    self._tables.pop(name, None)
+                else:
+                    self._tables[name] = table
+            return
+
+    async def _apply(self, conn: Any, ops: Sequence[WriteOp]) -> dict[str, str | None]:
+        """Apply `ops` in one transaction; the collection → table changes it made."""
+        changes: dict[str, str | None] = {}
+        try:
+            if len(ops) == 1 and isinstance(ops[0], _ROW_OPS):
+                await self._apply_op(conn, ops[0], changes, 0)
+                return changes
+            async with conn.transaction():
+                for index, op in enumerate(ops):
+                    await self._apply_op(conn, op, changes, index)
+        except asyncpg.UndefinedTableError:
+            raise _TableGone() from None
+        return changes
+
+    async def _table(self, conn: Any, name: str, changes: Mapping[str, str | None]) -> str:
+        if name in changes:
+            table = changes[name]
+        else:
+            table = self._tables.get(name)
+            if table is None:
+                table = await conn.fetchval("SELECT tbl FROM _collections WHERE name = $1", name)
+                if table is not None:
+                    self._tables[name] = str(table)
+        if table is None:
+            raise NotFound(f"Collection '{name}' does not exist.")
+        return str(table)
+
+    async def _apply_op(
+        self, conn: Any, op: WriteOp, changes: dict[str, str | None], index: int
+    ) -> None:
+        try:
+            await self._write(conn, op, changes)
+        except BackpackError as exc:
+            exc.op_index = index
+            raise
+        except asyncpg.PostgresError as exc:
+            record_id = op.id if isinstance(op, _ROW_OPS) else ""
+            error = _row_error(exc, record_id)
+            if error is None:
+                raise
+            error.op_index = index
+            raise error from None
+
+    async def _write(self, conn: Any, op: WriteOp, changes: dict[str, str | None]) -> None:
+        match op:
+            case Insert(collection, record_id, version, doc):
+                table = _quote(await self._table(conn, collection, changes))
+                data = pg_data(doc)
+                args = [record_id, version, doc] + ([] if data is doc else [data])
+                sql = (
+                    f"INSERT INTO {table} (id, version, doc, data) "
+                    f"VALUES ($1, $2, $3::text, ${len(args)}::text::jsonb)"
+                )
+                await conn.execute(sql, *args)
+            case Update(collection, record_id, expected, version, doc):
+                table = _quote(await self._table(conn, collection, changes))
+                data = pg_data(doc)
+                if data is doc:
+                    sql = (
+                        f"UPDATE {table} SET version = $1, doc = $2::text, data = $2::text::jsonb "
+                        "WHERE id = $3 AND version = $4"
+                    )
+                    status = await conn.execute(sql, version, doc, record_id, expected)
+                else:
+                    sql = (
+                        f"UPDATE {table} SET version = $1, doc = $2, data = $5::jsonb "
+                        "WHERE id = $3 AND version = $4"
+                    )
+                    status = await conn.execute(sql, version, doc, record_id, expected, data)
+                if status != "UPDATE 1":
+                    raise StaleWrite(f"Record '{record_id}' changed since it was read.")
+            case Delete(collection, record_id, expected):
+                table = _quote(await self._table(conn, collection, changes))
+                if expected is None:
+                    status = await conn.execute(f"DELETE FROM {table} WHERE id = $1", record_id)
+                else:
+                    status = await conn.execute(
+                        f"DELETE FROM {table} WHERE id = $1 AND version = $2", record_id, expected
+                    )
+                if status != "DELETE 1":
+                    raise StaleWrite(f"Record '{record_id}' changed since it was read.")
+            case PutCollection():
+                await self._put_collection(conn, op, changes)
+            case DropCollection(name):
+                table = await self._table(conn, name, changes)
+                await conn.execute(f"DROP TABLE IF EXISTS {_quote(table)}")
+                await conn.execute("DELETE FROM _collections WHERE name = $1", name)
+                changes[name] = None
+
+    async def _put_collection(
+        self, conn: Any, op: PutCollection, changes: dict[str, str | None]
+    ) -> None:
+        if op.create:
+            if changes.get(op.name) is not None:
+                raise AlreadyExists(f"Collection '{op.name}' already exists.")
+            try:
+                async with conn.transaction():  # a savepoint: the error must not end the unit
+                    table = str(
+                        await conn.fetchval(
+                            "INSERT INTO _collections (name, tbl, meta) "
+                            "VALUES ($1, 'r_' || nextval('_tables'), $2) RETURNING tbl",
+                            op.name,
+                            op.meta,
+                        )
+                    )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(f"Collection '{op.name}' already exists.") from None
+            await conn.execute(
+                f'CREATE TABLE {_quote(table)} (id text COLLATE "C" PRIMARY KEY, '
+                "version bigint NOT NULL, doc text NOT NULL, data jsonb NOT NULL)"
+            )
+            changes[op.name] = table
+        else:
+            table = await self._table(conn, op.name, changes)
+            # Writers wait until this commits, so check_existing sees every record.
+            await conn.execute(f"LOCK TABLE {_quote(table)} IN SHARE ROW EXCLUSIVE MODE")
+            await conn.execute(
+                "UPDATE _collections SET meta = $1 WHERE name = $2", op.meta, op.name
+            )
+        if op.check_existing is not None:
+            await self._check_existing(conn, table, op)
+        wanted = {f"bx_{table}__{index.name}": index for index in op.indexes}
+        present = {
+            str(row[0])
+            for row in await conn.fetch(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = $1 AND indexname LIKE 'bx\\_%'",
+                table,
+            )
+        }
+        for name in present - wanted.keys():
+            await conn.execute(f"DROP INDEX {_quote(name)}")
+        for name in wanted.keys() - present:
+            index = wanted[name]
+            try:
+                async with conn.transaction():
+                    await conn.execute(_index_sql(table, index))
+            except asyncpg.UniqueViolationError:
+                paths = [".".join(map(str, k.path)) for k in index.keys]
+                raise UniqueViolation(
+                    f"Existing records already share values of ({', '.join(paths)}); "
+                    "the unique index cannot be built.",
+                    {"fields": list(paths)},
+                ) from None
+            except asyncpg.exceptions.ProgramLimitExceededError:
+                raise PayloadTooLarge(
+                    "Existing records hold values too large for this index."
+                ) from None
+
+    async def _check_existing(self, conn: Any, table: str, op: PutCollection) -> None:
+        """Run the check in a thread, feeding it rows fetched on this loop chunk by chunk."""
+        assert op.check_existing is not None
+        loop = asyncio.get_running_loop()
+        cursor = await conn.cursor(f"SELECT id, doc FROM {_quote(table)} ORDER BY id")
+
+        def rows() -> Iterator[tuple[str, str]]:
+            while True:
+                chunk = asyncio.run_coroutine_threadsafe(cursor.fetch(_CHECK_CHUNK), loop).result()
+                if not chunk:
+                    return
+                for row in chunk:
+                    yield str(row[0]), str(row[1])
+
+        await asyncio.to_thread(op.check_existing, rows())
+
+
+def _bind(work: Callable[[Any, str], Awaitable[T]], table: str) -> Callable[[Any], Awaitable[T]]:
+    return lambda conn: work(conn, table)
+
+
+def _where(where: Node | None, field_types: Mapping[str, str] | None, first: int) -> PgFilter:
+    if where is None:
+        return PgFilter("TRUE", [], True)
+    return compile_filter_pg(where, field_types=field_types, first_param=first)
+
+
+def _recheck(found: PgFilter, where: Node | None, doc: str) -> bool:
+    if found.exact or where is None:
+        return True
+    return compile_matcher(where)(orjson.loads(doc))
+
+
+def _after_value(value: JSON, is_id: bool) -> str:
+    """A cursor value as a parameter: the id's text, or the JSONB text `last_key` holds."""
+    if is_id:
+        if not isinstance(value, str):
+            raise InvalidQuery("The cursor does not fit this query.")
+        return value
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        try:
+            orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise InvalidQuery("The cursor does not fit this query.") from None
+        return value
+    return pg_json_value(value)
+
+
+def _keyset_after(columns: Sequence[tuple[str, bool]], bounds: Sequence[str]) -> str:
+    """Rows strictly after `bounds` in the order of `columns` (none is ever NULL)."""
+    if len({desc for _, desc in columns}) == 1:
+        op = "<" if columns[0][1] else ">"
+        left = ", ".join(expr for expr, _ in columns)
+        return f"(({left}) {op} ({', '.join(bounds)}))"
+    ors: list[str] = []
+    for i, ((expr, desc), bound) in enumerate(zip(columns, bounds, strict=True)):
+        terms = [f"{prev} = {b}" for (prev, _), b in zip(columns[:i], bounds[:i], strict=True)]
+        terms.append(f"{expr} {'<' if desc else '>'} {bound}")
+        ors.append("(" + " AND ".join(terms) + ")")
+    return "(" + " OR ".join(ors) + ")"
