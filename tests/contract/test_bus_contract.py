@@ -13,48 +13,24 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from backpack.bus import MemoryBus, open_bus
 from backpack.bus.postgres import PostgresBus
 from backpack.bus.redis import RedisBus
 from backpack.core.bus import Bus, BusSubscription, Delivery, Resync
+from tests.pg import PG_SERVER, fresh_database
 
-T = TypeVar("T")
 BusFactory = Callable[[int], Bus]
 REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-
-def run_elsewhere(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine on a loop of its own (module fixtures live outside the tests' loops)."""
-
-    async def main() -> T:
-        return await work()
-
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, main()).result()
-
-
-async def _admin_sql(sql: str) -> None:
-    conn = await asyncpg.connect(PG_SERVER + "/postgres", timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")
 def pg_bus_url() -> Iterator[str]:
-    name = f"bp_bus_test_{secrets.token_hex(6)}"
-    run_elsewhere(lambda: _admin_sql(f'CREATE DATABASE "{name}"'))
-    yield f"{PG_SERVER}/{name}"
-    run_elsewhere(lambda: _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database("bp_bus_test") as name:
+        yield f"{PG_SERVER}/{name}"
 
 
 @pytest.fixture(params=["memory", "postgres", "redis"])

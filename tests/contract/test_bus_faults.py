@@ -12,32 +12,22 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from redis.asyncio import Redis
 
 from backpack.bus.postgres import PostgresBus
 from backpack.bus.redis import RedisBus
 from backpack.core.bus import Bus, BusSubscription, Delivery, Resync
-from tests.contract.test_bus_contract import PG_SERVER, REDIS_URL, run_elsewhere
+from tests.contract.test_bus_contract import REDIS_URL
+from tests.pg import PG_SERVER, fresh_database, pg_connect
 
 Kill = Callable[[str], Awaitable[None]]  # kills the bus's connection in one role
 
 
-async def _admin_sql(sql: str) -> None:
-    conn = await asyncpg.connect(PG_SERVER + "/postgres", timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
-    name = f"bp_bus_faults_{secrets.token_hex(6)}"
-    run_elsewhere(lambda: _admin_sql(f'CREATE DATABASE "{name}"'))
-    yield name
-    run_elsewhere(lambda: _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database("bp_bus_faults") as name:
+        yield name
 
 
 @pytest.fixture(params=["postgres", "redis"])
@@ -92,7 +82,7 @@ def kill(kind: str, prefix: str, request: pytest.FixtureRequest) -> Kill:
     database: str = request.getfixturevalue("pg_database")
 
     async def kill_postgres(role: str) -> None:
-        conn = await asyncpg.connect(PG_SERVER + "/postgres", timeout=10)
+        conn = await pg_connect("postgres")
         try:
             killed = await conn.fetch(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"

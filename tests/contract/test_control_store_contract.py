@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from backpack.errors import BadRequest, Conflict, NotFound
@@ -27,9 +23,8 @@ from backpack.platform.store import (
     SqliteControlStore,
     open_control_store,
 )
+from tests.pg import PG_SERVER, fresh_database, pg_admin
 
-T = TypeVar("T")
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PAST = "2020-01-01T00:00:00.000Z"
 NOW = "2026-11-27T19:15:19.123Z"
 LATER = "2026-11-27T19:15:19.124Z"
@@ -39,30 +34,10 @@ HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
 StoreFactory = Callable[[], ControlStore]
 
 
-def run_elsewhere(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine on a loop of its own (module fixtures live outside the tests' loops)."""
-
-    async def main() -> T:
-        return await work()
-
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, main()).result()
-
-
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    name = f"bp_control_test_{secrets.token_hex(6)}"
-
-    async def admin_sql(sql: str) -> None:
-        conn = await asyncpg.connect(PG_SERVER + "/postgres", timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    run_elsewhere(lambda: admin_sql(f'CREATE DATABASE "{name}"'))
-    yield f"{PG_SERVER}/{name}"
-    run_elsewhere(lambda: admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def pg_database() -> Iterator[str]:
+    with fresh_database("bp_control_test") as name:
+        yield name
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -77,20 +52,16 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             opened.append(store)
             return store
     else:
-        url: str = request.getfixturevalue("pg_url")
+        database: str = request.getfixturevalue("pg_database")
 
         def factory() -> ControlStore:
-            store = PostgresControlStore(url)
+            store = PostgresControlStore(f"{PG_SERVER}/{database}")
             opened.append(store)
             return store
 
         first = factory()
         await first.open()  # creates the tables to empty
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute("TRUNCATE admins, admin_sessions, instances")
-        finally:
-            await conn.close()
+        await pg_admin("TRUNCATE admins, admin_sessions, instances", database)
     yield factory
     for store in opened:
         await store.close()

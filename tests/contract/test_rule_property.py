@@ -11,14 +11,10 @@ trust auth), in a database the module makes and drops. Without a server these te
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import apsw
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -46,9 +42,9 @@ from backpack.core.jsonutil import dumps_str, loads, normalize
 from backpack.storage.postgres.filter_pg import compile_filter_pg, pg_data
 from backpack.storage.sqlite.filter_sql import compile_filter_sqlite, register_sqlite_functions
 from backpack.types import JSON
+from tests.pg import PgLoop, fresh_database
 
 T = TypeVar("T")
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 # Selects the ids of `records` that a bound filter matches, in one SQL engine.
 Select = Callable[[list[dict[str, JSON]], Node, Mapping[str, str] | None], set[str]]
 
@@ -65,67 +61,17 @@ def sqlite_select(
     return {str(row[0]) for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)}
 
 
-class PgLoop:
-    """One asyncpg connection on a loop in a thread of its own, for synchronous tests."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.conn: Any = None
-
-    def run(self, work: Callable[[], Awaitable[T]]) -> T:
-        async def main() -> T:
-            return await work()
-
-        return asyncio.run_coroutine_threadsafe(main(), self.loop).result()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-async def pg_connect(database: str) -> Any:
-    try:
-        return await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (user postgres): {exc}")
-
-
 @pytest.fixture(scope="module")
 def pg_loop() -> Iterator[PgLoop]:
     """A fresh database with the adapter's table layout, and a connection to it."""
-    name = f"bp_rule_test_{secrets.token_hex(6)}"
-    pg = PgLoop()
-
-    async def create() -> None:
-        admin = await pg_connect("postgres")
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        pg.conn = await pg_connect(name)
-        await pg.conn.execute(
-            'CREATE TABLE t (id text COLLATE "C" PRIMARY KEY, doc text NOT NULL, '
-            "data jsonb NOT NULL)"
+    with fresh_database("bp_rule_test") as name, PgLoop(name) as pg:
+        pg.run(
+            lambda: pg.conn.execute(
+                'CREATE TABLE t (id text COLLATE "C" PRIMARY KEY, doc text NOT NULL, '
+                "data jsonb NOT NULL)"
+            )
         )
-
-    async def drop() -> None:
-        if pg.conn is not None:
-            await pg.conn.close()
-        admin = await pg_connect("postgres")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    try:
-        pg.run(create)
         yield pg
-    finally:
-        pg.run(drop)
-        pg.close()
 
 
 def postgres_select(pg: PgLoop) -> Select:

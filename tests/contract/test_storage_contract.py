@@ -8,13 +8,9 @@ test and drops it afterwards. Without a server these tests fail.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TypeVar
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from backpack.core import jsonutil
@@ -36,38 +32,13 @@ from backpack.core.storage import (
 from backpack.errors import NotFound, ValidationFailed
 from backpack.storage.postgres import PostgresStorage
 from backpack.storage.sqlite.adapter import SqliteStorage
-
-T = TypeVar("T")
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-
-def run_elsewhere(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine on a loop of its own (module fixtures live outside the tests' loops)."""
-
-    async def main() -> T:
-        return await work()
-
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, main()).result()
-
-
-async def pg_admin(sql: str, database: str = "postgres") -> None:
-    try:
-        conn = await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (user postgres): {exc}")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+from tests.pg import PG_SERVER, fresh_database, pg_admin
 
 
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
-    name = f"bp_storage_test_{secrets.token_hex(6)}"
-    run_elsewhere(lambda: pg_admin(f'CREATE DATABASE "{name}"'))
-    yield name
-    run_elsewhere(lambda: pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database("bp_storage_test") as name:
+        yield name
 
 
 async def sqlite_factory(request: pytest.FixtureRequest, tmp: Path) -> Storage:

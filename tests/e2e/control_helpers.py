@@ -19,7 +19,6 @@ from tests.conftest import free_port, launch, stop_process
 
 ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "admin password 1"
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 @dataclass

@@ -7,18 +7,15 @@ database of its own and drops it afterwards. Without a server it fails.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from tests.e2e.control_helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
-    PG_SERVER,
     add_record,
     create_instance,
     instance,
@@ -27,11 +24,12 @@ from tests.e2e.control_helpers import (
     start_deployment,
 )
 from tests.e2e.helpers import error_of
+from tests.pg import PG_SERVER, fresh_database, pg_connect
 
 
 def _sql(database: str, sql: str) -> list[Any]:
     async def run() -> list[Any]:
-        conn = await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
+        conn = await pg_connect(database)
         try:
             return list(await conn.fetch(sql))
         finally:
@@ -43,10 +41,8 @@ def _sql(database: str, sql: str) -> list[Any]:
 @pytest.fixture
 def control_db() -> Iterator[str]:
     """A fresh, empty PostgreSQL database's name."""
-    name = f"bp_control_e2e_{secrets.token_hex(6)}"
-    _sql("postgres", f'CREATE DATABASE "{name}"')
-    yield name
-    _sql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("bp_control_e2e") as name:
+        yield name
 
 
 def test_admins_and_instances_live_in_postgres(tmp_path: Path, control_db: str) -> None:

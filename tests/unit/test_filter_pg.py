@@ -8,11 +8,9 @@ Without a server these tests fail.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -38,9 +36,8 @@ from backpack.storage.postgres import PostgresStorage
 from backpack.storage.postgres.filter_pg import compile_filter_pg, pg_data, pg_escape
 from backpack.storage.sqlite.adapter import SqliteStorage
 from backpack.types import JSON
+from tests.pg import PG_SERVER, fresh_database, pg_admin
 
-T = TypeVar("T")
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 FIELD_TYPES = {"score": "number", "title": "string", "done": "boolean"}
 
 # Documents where JSONB is most easily wrong: true vs 1, null vs missing, containers,
@@ -131,33 +128,10 @@ FILTERS: list[dict[str, JSON]] = [
 ]
 
 
-def run_elsewhere(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine on a loop of its own (module fixtures live outside the tests' loops)."""
-
-    async def main() -> T:
-        return await work()
-
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, main()).result()
-
-
-async def pg_admin(sql: str, database: str = "postgres") -> None:
-    try:
-        conn = await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (user postgres): {exc}")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
-    name = f"bp_filter_pg_test_{secrets.token_hex(6)}"
-    run_elsewhere(lambda: pg_admin(f'CREATE DATABASE "{name}"'))
-    yield name
-    run_elsewhere(lambda: pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database("bp_filter_pg_test") as name:
+        yield name
 
 
 @pytest.fixture

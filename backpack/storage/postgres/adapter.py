@@ -89,7 +89,11 @@ def _lost(exc: BaseException) -> bool:
     """Whether `exc` means the database cannot be reached (rather than a refused statement)."""
     if isinstance(exc, _UNAVAILABLE):
         return True
-    # asyncpg reports a connection or pool it has closed itself as an InterfaceError.
+    # asyncpg reports a connection or pool it has closed itself as an InterfaceError, and a
+    # connection whose server went away mid-use as an InternalClientError ("cannot switch
+    # to state …"): either way the connection is gone, not the statement refused.
+    if isinstance(exc, asyncpg.InternalClientError):
+        return True
     return isinstance(exc, asyncpg.InterfaceError) and "clos" in str(exc)
 
 
