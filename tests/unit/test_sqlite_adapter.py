@@ -13,6 +13,7 @@ import pytest
 from backpack.core import jsonutil
 from backpack.core.filter import MATCH_ALL, parse_filter
 from backpack.core.storage import IndexDef, IndexKey, Insert, PutCollection, Query
+from backpack.errors import NotFound
 from backpack.storage.sqlite.adapter import SqliteStorage
 
 
@@ -124,3 +125,23 @@ async def test_reads_do_not_wait_for_a_writer(store: SqliteStorage) -> None:
         blocker.close()
     await pending
     assert await store.get("items", "late") is not None
+
+
+async def test_a_read_that_races_a_collection_drop_is_not_found(tmp_path: Path) -> None:
+    store = SqliteStorage(str(tmp_path / "race.db"))
+    await store.open()
+    try:
+        await store.apply([PutCollection("gone", "{}", (), create=True)])
+        await store.apply([Insert("gone", "a", 1, jsonutil.dumps_str({"id": "a"}))])
+        # The table disappears between the adapter's lookup and the read (as when a
+        # DELETE of the collection commits while a request for it is in flight).
+        other = apsw.Connection(str(tmp_path / "race.db"))
+        (table,) = other.execute("SELECT tbl FROM _collections WHERE name = 'gone'").fetchone()
+        other.execute(f'DROP TABLE "{table}"')
+        other.close()
+        with pytest.raises(NotFound):
+            await store.get("gone", "a")
+        with pytest.raises(NotFound):
+            await store.query(Query("gone", MATCH_ALL, (IndexKey(("id",)),), 10))
+    finally:
+        await store.close()

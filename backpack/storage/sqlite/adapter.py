@@ -174,12 +174,18 @@ class SqliteStorage:
             raise Unavailable("The database is closed.")
         self._budget_left = _INLINE_BUDGET
         try:
-            return work(conn)
-        except apsw.InterruptError:
-            pass
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, lambda: work(self._thread_conn())
-        )
+            try:
+                return work(conn)
+            except apsw.InterruptError:
+                pass
+            return await asyncio.get_running_loop().run_in_executor(
+                self._readers, lambda: work(self._thread_conn())
+            )
+        except apsw.SQLError as exc:
+            # A read that raced the drop of its collection finds the table gone.
+            if "no such table" in str(exc):
+                raise NotFound("The collection does not exist (it was just deleted).") from None
+            raise
 
     def _table(self, collection: str) -> str:
         try:
