@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import apsw
 
@@ -27,6 +26,7 @@ from backpack.core.clock import now_rfc3339
 from backpack.core.ids import new_id
 from backpack.errors import BadRequest, Conflict, NotFound
 from backpack.types import JSONObject
+from backpack.urls import redact_url
 
 T = TypeVar("T")
 
@@ -123,7 +123,7 @@ def open_control_store(data_dir: Path, url: str | None) -> ControlStore:
         return PostgresControlStore(url)
     raise BadRequest(
         "The control database URL must start with postgresql:// or postgres:// "
-        f"(got {_redact(url)!r}); leave it unset to keep admins in DIR/{CONTROL_DATABASE_FILE}."
+        f"(got {redact_url(url)!r}); leave it unset to keep admins in DIR/{CONTROL_DATABASE_FILE}."
     )
 
 
@@ -180,18 +180,6 @@ def _check_record(record: InstanceRecord) -> str:
 def _instance(name: str, runtime: str, status: str, created: str, config: str) -> InstanceRecord:
     loaded: JSONObject = jsonutil.loads(config)
     return InstanceRecord(name, runtime, status, created, loaded)
-
-
-def _redact(url: str) -> str:
-    """`url` without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url.split("://", 1)[0] + "://…"
 
 
 # SQLite
@@ -516,7 +504,7 @@ class PostgresControlStore:
             )
         except (OSError, ValueError, TimeoutError, pg.PostgresError, pg.InterfaceError) as error:
             raise BadRequest(
-                f"Cannot connect to the control database {_redact(self.url)}: {error}"
+                f"Cannot connect to the control database {redact_url(self.url)}: {error}"
             ) from error
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -525,7 +513,7 @@ class PostgresControlStore:
         except pg.PostgresError as error:
             await pool.close()
             raise BadRequest(
-                f"Cannot create the control tables in {_redact(self.url)}: {error}"
+                f"Cannot create the control tables in {redact_url(self.url)}: {error}"
             ) from error
         self._pg, self._pool = pg, pool
 

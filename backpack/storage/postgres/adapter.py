@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -59,6 +58,7 @@ from backpack.storage.postgres.filter_pg import (
     pg_value_expr,
 )
 from backpack.types import JSON
+from backpack.urls import redact_url
 
 T = TypeVar("T")
 
@@ -105,18 +105,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _redact(url: str) -> str:
-    """`url` without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url.split("://", 1)[0] + "://…"
-
-
 def _index_sql(table: str, index: IndexDef) -> str:
     columns: list[str] = []
     for key in index.keys:
@@ -161,7 +149,7 @@ class PostgresStorage:
     # lifecycle
 
     async def open(self) -> None:
-        where = _redact(self.url)
+        where = redact_url(self.url)
         try:
             pool = await asyncpg.create_pool(
                 self.url,
