@@ -6,83 +6,18 @@ database of its own and drops it afterwards. Without a server these tests fail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
-import apsw
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backpack.core.filter import Node, compile_matcher, parse_filter
-from backpack.core.jsonutil import dumps_str, loads, normalize
-from backpack.storage.postgres.filter_pg import compile_filter_pg, pg_data
-from backpack.storage.sqlite.filter_sql import compile_filter_sqlite, register_sqlite_functions
+from backpack.core.filter import compile_matcher, parse_filter
+from backpack.core.jsonutil import normalize
 from backpack.types import JSON
-from tests.pg import PgLoop, fresh_database
+from tests.contract.engines import Select
 
 T = TypeVar("T")
-# Selects the ids of `records` that a bound filter matches, in one SQL engine.
-Select = Callable[[list[dict[str, JSON]], Node, Mapping[str, str] | None], set[str]]
-
-
-def sqlite_select(
-    records: list[dict[str, JSON]], node: Node, field_types: Mapping[str, str] | None
-) -> set[str]:
-    conn = apsw.Connection(":memory:")
-    register_sqlite_functions(conn)
-    conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID")
-    for record in records:
-        conn.execute("INSERT INTO t VALUES (?, jsonb(?))", (record["id"], dumps_str(record)))
-    sql, params = compile_filter_sqlite(node, field_types=field_types)
-    return {str(row[0]) for row in conn.execute(f"SELECT id FROM t WHERE {sql}", params)}
-
-
-@pytest.fixture(scope="module")
-def pg_loop() -> Iterator[PgLoop]:
-    """A fresh database with the adapter's table layout, and a connection to it."""
-    with fresh_database("bp_filter_test") as name, PgLoop(name) as pg:
-        pg.run(
-            lambda: pg.conn.execute(
-                'CREATE TABLE t (id text COLLATE "C" PRIMARY KEY, doc text NOT NULL, '
-                "data jsonb NOT NULL)"
-            )
-        )
-        yield pg
-
-
-def postgres_select(pg: PgLoop) -> Select:
-    def select(
-        records: list[dict[str, JSON]], node: Node, field_types: Mapping[str, str] | None
-    ) -> set[str]:
-        found = compile_filter_pg(node, field_types=field_types)
-        rows = [(str(r["id"]), dumps_str(r), pg_data(dumps_str(r))) for r in records]
-
-        async def work() -> list[Any]:
-            async with pg.conn.transaction():
-                await pg.conn.execute("TRUNCATE t")
-                await pg.conn.executemany("INSERT INTO t VALUES ($1, $2, $3::jsonb)", rows)
-                return list(
-                    await pg.conn.fetch(f"SELECT id, doc FROM t WHERE {found.sql}", *found.params)
-                )
-
-        selected = pg.run(work)
-        if not found.exact:  # a superset: the adapter re-tests it with the evaluator
-            matcher = compile_matcher(node)
-            selected = [row for row in selected if matcher(loads(row[1]))]
-        return {str(row[0]) for row in selected}
-
-    return select
-
-
-ENGINES = ["sqlite", "postgres"]
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def engine(request: pytest.FixtureRequest) -> Select:
-    if request.param == "postgres":
-        return postgres_select(request.getfixturevalue("pg_loop"))
-    return sqlite_select
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
