@@ -52,9 +52,11 @@ class InstanceContext:
         await self.auth.open()
         await self.files.open()
         await self.realtime.open()
+        await self.rate_limiter.store.open()
 
     async def close(self) -> None:
         await self.realtime.close()
+        await self.rate_limiter.store.close()
         await self.files.close()
         await self.data.close()
 

@@ -20,9 +20,16 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from backpack import __version__
-from backpack.cli.server import HOST_OPTION, LOG_LEVEL_OPTION, PORT_OPTION, uvicorn_options
+from backpack.cli.server import (
+    HOST_OPTION,
+    LOG_LEVEL_OPTION,
+    PORT_OPTION,
+    configured_services,
+    uvicorn_options,
+)
 from backpack.errors import BackpackError
 from backpack.platform.control import Addressing, ControlPlane
+from backpack.platform.services import Services
 
 T = TypeVar("T")
 console = Console(stderr=True)
@@ -41,11 +48,13 @@ DATA_OPTION = click.option(
 )
 
 
-def _control(data_dir: Path, addressing: Addressing | None = None) -> ControlPlane:
+def _control(
+    data_dir: Path, services: Services, addressing: Addressing | None = None
+) -> ControlPlane:
     from backpack.platform.store import open_control_store
 
     store = open_control_store(data_dir, os.environ.get(CONTROL_DB_ENV) or None)
-    return ControlPlane(data_dir, store, addressing=addressing)
+    return ControlPlane(data_dir, store, addressing=addressing, services=services)
 
 
 @contextlib.contextmanager
@@ -71,8 +80,10 @@ def _offline(
 ) -> T:
     """Run `work` on the deployment in `data_dir` without serving it."""
 
+    services = configured_services()
+
     async def main() -> T:
-        control = _control(data_dir)
+        control = _control(data_dir, services)
         await control.open(serve=False)
         try:
             return await work(control)
@@ -122,6 +133,11 @@ def serve(
     http://NAME.DOMAIN:PORT and at http://HOST:PORT/i/NAME; its data lives in
     DATA/instances/NAME. Admins and the registry of backpacks are kept in
     DATA/control.db, or in PostgreSQL when BACKPACK_CONTROL_DATABASE_URL is set.
+
+    Scale-out (docs/deploy.md): with BACKPACK_DATABASE_URL (a PostgreSQL
+    cluster) each backpack's records live in a database of its own,
+    backpack_NAME; BACKPACK_REDIS_URL carries realtime events and rate limits;
+    BACKPACK_FILES_URL (s3://bucket/prefix) keeps files under prefix/NAME.
     """
     import uvicorn
 
@@ -130,7 +146,7 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     addressing = Addressing(domain=domain.lower().strip("."), port=public_port or port)
     try:
-        control = _control(data_dir, addressing)
+        control = _control(data_dir, configured_services(), addressing)
     except BackpackError as exc:
         raise click.ClickException(_sentence(exc)) from None
     with _serve_lock(data_dir):

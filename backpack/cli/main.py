@@ -11,7 +11,13 @@ from rich.panel import Panel
 
 from backpack import __version__
 from backpack.cli.deployment import admins, instances, serve
-from backpack.cli.server import HOST_OPTION, LOG_LEVEL_OPTION, PORT_OPTION, uvicorn_options
+from backpack.cli.server import (
+    HOST_OPTION,
+    LOG_LEVEL_OPTION,
+    PORT_OPTION,
+    configured_services,
+    uvicorn_options,
+)
 from backpack.cli.users import users
 from backpack.errors import BackpackError
 
@@ -48,7 +54,10 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
     servers only: it bypasses every rule.
 
     Files are kept in DATA/blobs, or in S3 when BACKPACK_FILES_URL is
-    s3://bucket/prefix (needs the [s3] extra; see docs/files.md).
+    s3://bucket/prefix (needs the [s3] extra; see docs/files.md). Records are
+    kept in DATA/backpack.db, or in PostgreSQL when BACKPACK_DATABASE_URL is
+    set (the URL names the database); BACKPACK_REDIS_URL shares realtime and
+    rate limits between servers (docs/deploy.md).
     """
     import uvicorn
 
@@ -59,7 +68,7 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
         key = load_secret_key(data_dir)
     except BackpackError as exc:
         raise click.ClickException(exc.message) from None
-    app = build_instance_app(data_dir, key.value)
+    app = build_instance_app(data_dir, key.value, configured_services())
     if key.generated:
         console.print(
             Panel.fit(

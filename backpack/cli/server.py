@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import click
+
+from backpack.platform.services import ServiceError, Services
 
 REALTIME_MAX_FRAME = 128 * 1024  # uvicorn's cap; the endpoint answers >64 KiB with 1009
 
@@ -43,3 +46,17 @@ LOG_LEVEL_OPTION = click.option(
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="How much the server logs.",
 )
+
+
+def configured_services(*, check: bool = True) -> Services:
+    """The services the environment configures (BACKPACK_DATABASE_URL, …), checked to answer.
+
+    A missing or misconfigured service stops the command with one clear sentence.
+    """
+    try:
+        services = Services.from_env()
+        if check:
+            asyncio.run(services.check())
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    return services

@@ -14,6 +14,10 @@ class RateLimitStore(Protocol):
         """Count one hit on `key`; return the hits in the current window and its end."""
         ...
 
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 class MemoryRateLimitStore:
     """Counters in this process (the Redis store shares them across workers)."""
@@ -31,6 +35,12 @@ class MemoryRateLimitStore:
             self._windows = {k: v for k, v in self._windows.items() if now - v[0] < window}
         self._windows[key] = (start, count + 1)
         return count + 1, start + window
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 class RateLimiter:

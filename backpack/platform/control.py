@@ -33,6 +33,7 @@ from backpack.platform.runtime import (
     Stats,
     Status,
 )
+from backpack.platform.services import Services
 from backpack.platform.store import ControlStore, InstanceRecord
 from backpack.types import JSONObject
 
@@ -67,12 +68,16 @@ class ControlPlane:
         *,
         addressing: Addressing | None = None,
         sample_interval: float = SAMPLE_INTERVAL,
+        services: Services | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.store = store
         self.addressing = addressing or Addressing()
         self.admins = AdminService(store)
-        self.runtime = EmbeddedRuntime(data_dir / INSTANCES_DIR, self._is_admin_token)
+        self.services = services or Services()
+        self.runtime = EmbeddedRuntime(
+            data_dir / INSTANCES_DIR, self._is_admin_token, services=self.services
+        )
         self.sample_interval = sample_interval
         self._stats: dict[str, Stats] = {}
         self._tasks: list[asyncio.Task[None]] = []

@@ -14,11 +14,14 @@ from backpack.auth.credentials import Credentials
 from backpack.auth.service import AuthService
 from backpack.blobs import open_blob_store
 from backpack.bus import open_bus
+from backpack.core.ratelimit import MemoryRateLimitStore, RateLimiter, RateLimitStore
 from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
+from backpack.core.storage import Storage
 from backpack.errors import BadRequest
 from backpack.files.service import FilesService
 from backpack.fsutil import fsync_dir
+from backpack.platform.services import Services
 from backpack.realtime.connection import RealtimeLimits
 from backpack.realtime.hub import RealtimeHub
 from backpack.storage.sqlite.adapter import SqliteStorage
@@ -27,7 +30,6 @@ SECRET_KEY_ENV = "BACKPACK_SECRET_KEY"
 KEY_FILE = "secret_key"
 DATABASE_FILE = "backpack.db"
 BLOBS_DIR = "blobs"
-FILES_URL_ENV = "BACKPACK_FILES_URL"
 _KEY_PATTERN = re.compile(r"bpk_[A-Za-z0-9_-]{32,200}")
 
 
@@ -78,17 +80,38 @@ def store_secret_key(data_dir: Path, value: str) -> None:
     fsync_dir(data_dir)
 
 
-def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:
-    """Every service of one backpack, wired to its storage; `open()` it before use."""
-    storage = SqliteStorage(str(data_dir / DATABASE_FILE))
-    data = DataService(storage, cursor_key=secret_key.encode())
+def open_storage(data_dir: Path, services: Services) -> Storage:
+    """The backpack's records: PostgreSQL when configured, else SQLite in its directory."""
+    if services.database_url is not None:
+        from backpack.storage.postgres import PostgresStorage
+
+        return PostgresStorage(services.database_url)
+    return SqliteStorage(str(data_dir / DATABASE_FILE))
+
+
+def _rate_limit_store(services: Services) -> RateLimitStore:
+    if services.redis_url is not None:
+        from backpack.cache.ratelimit import RedisRateLimitStore
+
+        return RedisRateLimitStore(services.redis_url, prefix=services.prefix + "ratelimit:")
+    return MemoryRateLimitStore()
+
+
+def build_instance(
+    data_dir: Path, secret_key: str, services: Services | None = None
+) -> InstanceContext:
+    """Every service of one backpack, wired to its storage; `open()` it before use.
+
+    `services` defaults to the environment's (backpack.platform.services).
+    """
+    services = Services.from_env() if services is None else services
+    data = DataService(open_storage(data_dir, services), cursor_key=secret_key.encode())
     settings = SettingsService(data)
     auth = AuthService(data, settings)
-    blobs = open_blob_store(os.environ.get(FILES_URL_ENV) or str(data_dir / BLOBS_DIR))
+    blobs = open_blob_store(services.files_url or str(data_dir / BLOBS_DIR))
     files = FilesService(data, blobs, settings, signing_key=secret_key.encode())
-    realtime = RealtimeHub(
-        data, auth, files, settings, open_bus(), secret_key, RealtimeLimits.from_env()
-    )
+    bus = open_bus(services.bus_url, prefix=services.prefix + "bus:")
+    realtime = RealtimeHub(data, auth, files, settings, bus, secret_key, RealtimeLimits.from_env())
     credentials = Credentials(auth, secret_key)
     realtime.credentials = credentials
     return InstanceContext(
@@ -98,8 +121,11 @@ def build_instance(data_dir: Path, secret_key: str) -> InstanceContext:
         files=files,
         realtime=realtime,
         credentials=credentials,
+        rate_limiter=RateLimiter(_rate_limit_store(services)),
     )
 
 
-def build_instance_app(data_dir: Path, secret_key: str) -> BackpackApp:
-    return BackpackApp(build_instance(data_dir, secret_key))
+def build_instance_app(
+    data_dir: Path, secret_key: str, services: Services | None = None
+) -> BackpackApp:
+    return BackpackApp(build_instance(data_dir, secret_key, services))

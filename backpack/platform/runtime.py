@@ -28,6 +28,7 @@ from backpack.platform.backup import restore_backup
 from backpack.platform.instance import build_instance, load_secret_key, store_secret_key
 from backpack.platform.logs import InstanceLog, LogFilter
 from backpack.platform.metrics import METRICS_FILE, InstanceMetrics, route_group
+from backpack.platform.services import Services
 from backpack.platform.sites import SiteServer
 from backpack.types import JSONObject
 
@@ -123,9 +124,16 @@ class Endpoint(Protocol):
 class EmbeddedInstance:
     """One backpack of the embedded runtime: its directory, its app when running, its log."""
 
-    def __init__(self, name: str, directory: Path, admin_check: AdminCheck | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        admin_check: AdminCheck | None,
+        services: Services | None = None,
+    ) -> None:
         self.name = name
         self.directory = directory
+        self.services = (services or Services()).for_backpack(name)
         self.ctx: InstanceContext | None = None
         self.app: BackpackApp | None = None
         self.state = STOPPED
@@ -142,7 +150,8 @@ class EmbeddedInstance:
                 return
             ctx: InstanceContext | None = None
             try:
-                ctx = build_instance(self.directory, load_secret_key(self.directory, {}).value)
+                key = load_secret_key(self.directory, {}).value
+                ctx = build_instance(self.directory, key, self.services)
                 ctx.credentials.admin_check = self._admin_check
                 await ctx.open()
             except Exception as exc:  # any failure of one backpack must not stop the others
@@ -259,13 +268,22 @@ async def _close_quietly(ctx: InstanceContext) -> None:
 
 class EmbeddedRuntime:
     """Every backpack an ASGI app in this process, with its own directory under `root`:
-    SQLite file, blobs, secret key, settings, users and event bus."""
+    SQLite file, blobs, secret key, settings, users and event bus. With scale-out
+    `services`, each backpack's records are in a PostgreSQL database of its own and its
+    events and counters on the deployment's Redis (backpack.platform.services)."""
 
     name = "embedded"
 
-    def __init__(self, root: Path, admin_check: AdminCheck | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        admin_check: AdminCheck | None = None,
+        *,
+        services: Services | None = None,
+    ) -> None:
         self.root = root
         self.admin_check = admin_check
+        self.services = services or Services()
         self._instances: dict[str, EmbeddedInstance] = {}
 
     def _get(self, name: str) -> EmbeddedInstance:
@@ -277,7 +295,7 @@ class EmbeddedRuntime:
     def _register(self, name: str) -> EmbeddedInstance:
         instance = self._instances.get(name)
         if instance is None:
-            instance = EmbeddedInstance(name, self.root / name, self.admin_check)
+            instance = EmbeddedInstance(name, self.root / name, self.admin_check, self.services)
             self._instances[name] = instance
         return instance
 
@@ -288,6 +306,11 @@ class EmbeddedRuntime:
             raise Conflict(f"A backpack named '{name}' exists already.", {"name": name})
         _make_directory(directory)
         instance = self._register(name)
+        try:
+            await self.services.create_database(name)
+        except BaseException:
+            await self.remove(name)
+            raise
         await instance.start()
         if instance.state == FAILED:
             reason = instance.reason
@@ -311,6 +334,7 @@ class EmbeddedRuntime:
         if instance is not None:
             await instance.stop()
             instance.log.close()
+        await self.services.drop_database(name)
         await asyncio.to_thread(shutil.rmtree, self.root / name, True)
 
     async def restore(self, name: str, archive: Path) -> None:
