@@ -16,7 +16,16 @@ from typing import IO, TypeVar
 import click
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from backpack import __version__
@@ -230,14 +239,13 @@ def start_instance(data_dir: Path, name: str) -> None:
     out.print(f"Started backpack {name}.")
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-    )
+def _progress(*, records: bool = False) -> Progress:
+    """A progress bar of bytes (backups), or of records with `records`."""
+    if records:
+        columns: tuple[ProgressColumn, ...] = (MofNCompleteColumn(), TimeRemainingColumn())
+    else:
+        columns = (DownloadColumn(), TransferSpeedColumn())
+    return Progress(TextColumn("{task.description}"), BarColumn(), *columns, console=console)
 
 
 @instances.command("backup")
@@ -252,17 +260,14 @@ def _progress() -> Progress:
 )
 def backup_instance(data_dir: Path, name: str, output: Path) -> None:
     """Write a backup archive of NAME (taken online: a running server keeps serving)."""
-    from backpack.platform.backup import create_backup
 
     async def work(control: ControlPlane) -> None:
-        directory = (await control.instance(name)).directory
+        await control.instance(name)
         with _progress() as bar:
             task = bar.add_task(f"Backing up {name}", total=None)
-            await asyncio.to_thread(
-                create_backup,
-                directory,
+            await control.runtime.backup(
+                name,
                 output.resolve(),
-                name=name,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
 
@@ -293,6 +298,44 @@ def restore_instance(data_dir: Path, name: str, archive: Path) -> None:
 
     _offline(data_dir, work)
     out.print(f"Restored backpack {name} from {archive}.")
+
+
+@instances.command("move")
+@DATA_OPTION
+@click.argument("name")
+@click.option(
+    "--to",
+    "engine",
+    required=True,
+    type=click.Choice(["postgres", "sqlite", "embedded"]),
+    help="Where NAME's records go: PostgreSQL (BACKPACK_DATABASE_URL) or back to the "
+    "embedded SQLite file ('embedded' and 'sqlite' are the same).",
+)
+def move_instance(data_dir: Path, name: str, engine: str) -> None:
+    """Move NAME's records, users, file metadata and settings to another engine.
+
+    The copy is taken from one snapshot, then counted and checksummed against
+    it; only an exact copy is switched over, and the old copy is removed after.
+    Run it while `backpack serve` is stopped. Needs BACKPACK_DATABASE_URL (the
+    cluster) either way.
+    """
+    to = "sqlite" if engine == "embedded" else engine
+
+    async def work(control: ControlPlane) -> dict[str, int]:
+        await control.instance(name)
+        with _progress(records=True) as bar:
+            task = bar.add_task(f"Moving {name} to {to}", total=None)
+            return await control.runtime.move(
+                name,
+                to,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+
+    counts = _offline(data_dir, work)
+    table = Table("collection", "records", title=f"{name} is now on {to}; verified")
+    for collection, count in sorted(counts.items()):
+        table.add_row(collection, str(count))
+    out.print(table)
 
 
 @click.group("admins")

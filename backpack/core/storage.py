@@ -8,7 +8,7 @@ sees SQL. Every adapter passes tests/contract/test_storage_contract.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -149,6 +149,11 @@ class Storage(Protocol):
         ...
 
     async def query(self, query: Query) -> Page: ...
+
+    def dump(self, chunk: int = 500) -> AsyncIterator[StoredCollection | list[Insert]]:
+        """Every collection, system ones included, each followed by its records (as the
+        `Insert`s that recreate them, `chunk` at a time, in id order), all as of one moment."""
+        ...
 
     async def apply(self, ops: Sequence[WriteOp]) -> None:
         """Apply `ops` in one transaction, durable when this returns; all or nothing.

@@ -34,7 +34,7 @@ from backpack.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from backpack.platform import backup, sites
+from backpack.platform import sites
 from backpack.platform.control import SCRATCH_DIR, ControlPlane
 from backpack.platform.logs import LogFilter
 from backpack.platform.metrics import parse_window, render_prometheus
@@ -293,10 +293,10 @@ class AdminApi:
         async def make_backup(request: Request) -> Response:
             await self.admin(request)
             name = name_of(request)
-            instance = await control.instance(name)
+            await control.instance(name)
             out = self._scratch_file(".tar")
             try:
-                await asyncio.to_thread(backup.create_backup, instance.directory, out, name=name)
+                await control.runtime.backup(name, out)
             except BaseException:
                 out.unlink(missing_ok=True)
                 raise

@@ -173,10 +173,19 @@ def _items(value: object) -> list[dict[str, object]]:
 
 
 def create_backup(
-    instance_dir: Path, out: Path, *, name: str, progress: Progress | None = None
+    instance_dir: Path,
+    out: Path,
+    *,
+    name: str,
+    progress: Progress | None = None,
+    database: Path | None = None,
 ) -> Manifest:
-    """Archive the backpack in `instance_dir` to `out` while it keeps serving."""
-    database = instance_dir / DATABASE_FILE
+    """Archive the backpack in `instance_dir` to `out` while it keeps serving.
+
+    `database` is the SQLite file to archive when it is not the backpack's own
+    (the copy of a PostgreSQL backpack's records).
+    """
+    database = database or instance_dir / DATABASE_FILE
     if not database.is_file():
         raise NotFound(f"There is no backpack database in {instance_dir}.")
     if not out.parent.is_dir():

@@ -14,9 +14,10 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -24,8 +25,26 @@ from backpack.api.app import BackpackApp, error_response, request_id_of
 from backpack.api.context import InstanceContext
 from backpack.api.http import Receive, Scope, Send
 from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
-from backpack.platform.backup import restore_backup
-from backpack.platform.instance import build_instance, load_secret_key, store_secret_key
+from backpack.platform.backup import Progress as BackupProgress
+from backpack.platform.backup import create_backup, restore_backup
+from backpack.platform.engines import (
+    POSTGRES,
+    SQLITE,
+    Progress,
+    dump_to_sqlite,
+    load_from_sqlite,
+    move,
+    read_engine,
+    sqlite_files,
+    write_engine,
+)
+from backpack.platform.instance import (
+    DATABASE_FILE,
+    build_instance,
+    load_secret_key,
+    open_storage,
+    store_secret_key,
+)
 from backpack.platform.logs import InstanceLog, LogFilter
 from backpack.platform.metrics import METRICS_FILE, InstanceMetrics, route_group
 from backpack.platform.services import Services
@@ -151,7 +170,7 @@ class EmbeddedInstance:
             ctx: InstanceContext | None = None
             try:
                 key = load_secret_key(self.directory, {}).value
-                ctx = build_instance(self.directory, key, self.services)
+                ctx = build_instance(self.directory, key, self.storage_services())
                 ctx.credentials.admin_check = self._admin_check
                 await ctx.open()
             except Exception as exc:  # any failure of one backpack must not stop the others
@@ -167,6 +186,17 @@ class EmbeddedInstance:
             self.ctx, self.app = ctx, app
             self.state, self.reason = RUNNING, None
             self.log.event("started", "Started.")
+
+    def storage_services(self) -> Services:
+        """This backpack's services, its records where its `engine` file says."""
+        if read_engine(self.directory) == SQLITE:
+            return replace(self.services, database_url=None)
+        if self.services.database_url is None:
+            raise Unavailable(
+                f"The records of '{self.name}' are in PostgreSQL, but BACKPACK_DATABASE_URL "
+                "is not set."
+            )
+        return self.services
 
     async def stop(self) -> None:
         async with self._lock:
@@ -306,8 +336,11 @@ class EmbeddedRuntime:
             raise Conflict(f"A backpack named '{name}' exists already.", {"name": name})
         _make_directory(directory)
         instance = self._register(name)
+        engine = POSTGRES if self.services.database_url is not None else SQLITE
         try:
-            await self.services.create_database(name)
+            await asyncio.to_thread(write_engine, directory, engine)
+            if engine == POSTGRES:
+                await self.services.create_database(self.services.database_name(name))
         except BaseException:
             await self.remove(name)
             raise
@@ -334,29 +367,116 @@ class EmbeddedRuntime:
         if instance is not None:
             await instance.stop()
             instance.log.close()
-        await self.services.drop_database(name)
+        if read_engine(self.root / name) == POSTGRES:
+            await self.services.drop_database(self.services.database_name(name))
         await asyncio.to_thread(shutil.rmtree, self.root / name, True)
 
     async def restore(self, name: str, archive: Path) -> None:
         """Make the backpack `name` what the backup `archive` holds, replacing any current one.
 
-        The archive is unpacked and verified beside the backpack first; the
+        The archive is unpacked and verified beside the backpack first (and, for a
+        backpack on PostgreSQL, loaded into a database of its own and compared); the
         current backpack is stopped and swapped out only once that succeeded.
+        A restored backpack keeps the engine of the one it replaces; a new one gets
+        the deployment's (PostgreSQL when BACKPACK_DATABASE_URL is set).
         """
         tag = secrets.token_hex(4)
         staging = self.root / f".restore-{name}-{tag}"
         self.root.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(restore_backup, archive, staging)
+        target = self.root / name
+        if target.exists():
+            engine = read_engine(target)
+        else:
+            engine = POSTGRES if self.services.database_url is not None else SQLITE
+        loaded: str | None = None
+        try:
+            if engine == POSTGRES:
+                loaded = await self._load_database(staging, f"{self.services.deployment}_r{tag}")
+            await asyncio.to_thread(write_engine, staging, engine)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            raise
         old = self._instances.pop(name, None)
         if old is not None:
             await old.stop()
             old.log.close()
-        target = self.root / name
         replaced = self.root / f".replaced-{name}-{tag}"
         await asyncio.to_thread(_swap_in, staging, target, replaced)
+        if loaded is not None:
+            final = self.services.database_name(name)
+            retired = f"{self.services.deployment}_o{tag}"
+            await self.services.rename_database_if_exists(final, retired)
+            await self.services.rename_database(loaded, final)
+            await self.services.drop_database(retired)
         instance = self._register(name)
         instance.log.event("restored", "Restored from a backup.")
         await instance.start()
+
+    async def _load_database(self, staging: Path, database: str) -> str:
+        """Load the SQLite file of an unpacked backup into the new database `database`."""
+        from backpack.storage.postgres import PostgresStorage
+
+        await self.services.create_database(database)
+        try:
+            store = PostgresStorage(self.services.url_of(database))
+            await store.open()
+            try:
+                await load_from_sqlite(staging / DATABASE_FILE, store)
+            finally:
+                await store.close()
+        except BaseException:
+            await self.services.drop_database(database)
+            raise
+        for path in sqlite_files(staging / DATABASE_FILE):
+            path.unlink(missing_ok=True)
+        return database
+
+    async def backup(self, name: str, out: Path, progress: BackupProgress | None = None) -> None:
+        """Write backpack `name`'s backup archive to `out` while it keeps serving.
+
+        SQLite backpacks are snapshot by SQLite itself; a PostgreSQL backpack's
+        records are copied from one snapshot into an SQLite file of the archive's
+        layout, so every backup restores on either engine.
+        """
+        instance = self._get(name)
+        if read_engine(instance.directory) != POSTGRES:
+            await asyncio.to_thread(
+                create_backup, instance.directory, out, name=name, progress=progress
+            )
+            return
+        scratch = Path(tempfile.mkdtemp(prefix=".backup-db-", dir=instance.directory))
+        try:
+            database = scratch / DATABASE_FILE
+            ctx = instance.ctx
+            if ctx is not None:
+                await dump_to_sqlite(ctx.data.storage, database)
+            else:
+                store = open_storage(instance.directory, instance.storage_services())
+                await store.open()
+                try:
+                    await dump_to_sqlite(store, database)
+                finally:
+                    await store.close()
+            await asyncio.to_thread(
+                create_backup,
+                instance.directory,
+                out,
+                name=name,
+                progress=progress,
+                database=database,
+            )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    async def move(self, name: str, to: str, progress: Progress | None = None) -> dict[str, int]:
+        """Move the stopped backpack `name`'s records to the engine `to` (sqlite or postgres)."""
+        instance = self._get(name)
+        if instance.state == RUNNING:
+            raise Conflict(f"Stop the backpack '{name}' before moving it.", {"name": name})
+        counts = await move(instance.directory, name, self.services, to, progress)
+        instance.log.event("moved", f"Moved to {to}.")
+        return counts
 
     def status(self, name: str) -> Status:
         instance = self._get(name)

@@ -137,17 +137,32 @@ class Services:
         if self.redis_url is not None:
             await _check_redis(self.redis_url)
 
-    # a deployment's per-backpack databases
+    # a deployment's per-backpack databases (on the cluster URL, never a backpack's own)
 
-    async def create_database(self, name: str) -> None:
-        """Create backpack `name`'s database in the cluster (nothing without PostgreSQL)."""
-        if self.database_url is not None:
-            await _admin(self.database_url, f'CREATE DATABASE "{self.database_name(name)}"')
+    def url_of(self, database: str) -> str:
+        if self.database_url is None:
+            raise Unavailable("No PostgreSQL is configured: set BACKPACK_DATABASE_URL.")
+        return with_database(self.database_url, database)
 
-    async def drop_database(self, name: str) -> None:
-        if self.database_url is not None:
-            database = self.database_name(name)
-            await _admin(self.database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    async def create_database(self, database: str) -> None:
+        await self._admin(f'CREATE DATABASE "{database}"')
+
+    async def drop_database(self, database: str) -> None:
+        await self._admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    async def rename_database(self, old: str, new: str) -> None:
+        await self._admin(f'ALTER DATABASE "{old}" RENAME TO "{new}"')
+
+    async def rename_database_if_exists(self, old: str, new: str) -> None:
+        await self._admin(
+            "DO $$ BEGIN IF EXISTS (SELECT FROM pg_database WHERE datname = "
+            f'\'{old}\') THEN ALTER DATABASE "{old}" RENAME TO "{new}"; END IF; END $$'
+        )
+
+    async def _admin(self, sql: str) -> None:
+        if self.database_url is None:
+            raise Unavailable("No PostgreSQL is configured: set BACKPACK_DATABASE_URL.")
+        await _admin(self.database_url, sql)
 
 
 def with_database(url: str, database: str) -> str:

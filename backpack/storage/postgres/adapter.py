@@ -17,7 +17,7 @@ server is `Unavailable` (503); reads are retried once on a fresh connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -243,6 +243,34 @@ class PostgresStorage:
         rows = await self._run(work, retry=True)
         self._tables = {str(row[0]): str(row[1]) for row in rows}
         return [StoredCollection(str(row[0]), str(row[2])) for row in rows]
+
+    async def dump(self, chunk: int = 500) -> AsyncIterator[StoredCollection | list[Insert]]:
+        """One read-only REPEATABLE READ transaction: a snapshot while writes go on."""
+        pool = self._pool
+        if pool is None:
+            raise Unavailable("The database is closed.")
+        try:
+            snapshot = {"isolation": "repeatable_read", "readonly": True}
+            async with (
+                pool.acquire(timeout=_ACQUIRE_TIMEOUT) as conn,
+                conn.transaction(**snapshot),
+            ):
+                collections = "SELECT name, tbl, meta FROM _collections ORDER BY name"
+                for name, table, meta in await conn.fetch(collections):
+                    yield StoredCollection(str(name), str(meta))
+                    batch: list[Insert] = []
+                    sql = f"SELECT id, version, doc FROM {_quote(table)} ORDER BY id"
+                    async for row in conn.cursor(sql, prefetch=chunk):
+                        batch.append(Insert(str(name), str(row[0]), int(row[1]), str(row[2])))
+                        if len(batch) >= chunk:
+                            yield batch
+                            batch = []
+                    if batch:
+                        yield batch
+        except Exception as exc:
+            if _lost(exc):
+                raise Unavailable(f"The database is unavailable: {exc}.") from None
+            raise
 
     async def get(
         self,

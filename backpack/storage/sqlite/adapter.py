@@ -18,7 +18,7 @@ import asyncio
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -58,6 +58,7 @@ _MAX_GROUP = 512  # writes committed together at most
 _INLINE_STEP_CHUNK = 1000  # VM instructions between progress-handler calls
 _INLINE_BUDGET = 40  # chunks an inline read may run before it moves to a thread
 _MAX_CACHED_COUNTS = 1024
+_DUMP_AHEAD = 4  # chunks a dump reads ahead of its consumer
 _ROW_OPS = (Insert, Update, DeleteOp)
 
 
@@ -199,6 +200,59 @@ class SqliteStorage:
             return [StoredCollection(str(name), str(meta)) for name, meta in rows]
 
         return await self._read(work)
+
+    async def dump(self, chunk: int = 500) -> AsyncIterator[StoredCollection | list[Insert]]:
+        """One read transaction on a connection of its own, in a thread; `_DUMP_AHEAD` chunks
+        wait at most, so memory stays flat whatever the database's size."""
+        items: queue.Queue[StoredCollection | list[Insert] | BaseException | None]
+        items = queue.Queue(maxsize=_DUMP_AHEAD)
+        stop = threading.Event()
+
+        def put(item: StoredCollection | list[Insert] | BaseException | None) -> None:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def produce() -> None:
+            conn = _connect(self.path)
+            try:
+                conn.execute("BEGIN")
+                rows = conn.execute("SELECT name, tbl, meta FROM _collections ORDER BY name")
+                for name, table, meta in rows.fetchall():
+                    put(StoredCollection(str(name), str(meta)))
+                    batch: list[Insert] = []
+                    sql = f"SELECT id, version, json(doc) FROM {_quote(str(table))} ORDER BY id"
+                    for record_id, version, doc in conn.execute(sql):
+                        batch.append(Insert(str(name), str(record_id), int(version), str(doc)))
+                        if len(batch) >= chunk:
+                            put(batch)
+                            batch = []
+                    if batch:
+                        put(batch)
+                conn.execute("COMMIT")
+                put(None)
+            except BaseException as exc:
+                put(exc)
+            finally:
+                conn.close()
+
+        loop = asyncio.get_running_loop()
+        producer = threading.Thread(target=produce, name="bp-sqlite-dump", daemon=True)
+        producer.start()
+        try:
+            while True:
+                item = await loop.run_in_executor(None, items.get)
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            await loop.run_in_executor(None, producer.join)
 
     async def get(
         self,
