@@ -24,6 +24,7 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	command -v firefox-esr >/dev/null || (apt-get update -q && apt-get install -y -q firefox-esr)
 	command -v node >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
 	$(BIN)/pytest -q -p no:cacheprovider
 

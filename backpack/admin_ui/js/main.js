@@ -46,6 +46,7 @@ function renderNav() {
     }
     state.me = null;
     forgetClients();
+    renderNav();
     navigate("#/login");
   });
   clear(nav,
