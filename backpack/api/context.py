@@ -89,7 +89,8 @@ class InstanceContext:
     async def caller(self, request: Request) -> Caller:
         token = request.bearer()
         if token is not None:
-            return self._note_user(request, await self.credentials.caller(token))
+            caller = self.auth.cached(token) or await self.credentials.caller(token)
+            return self._note_user(request, caller)
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             return ANONYMOUS
@@ -100,7 +101,8 @@ class InstanceContext:
                     "A cookie-authenticated request must come from an allowed origin.",
                     {"origin": (origin or "")[:200]},
                 )
-        return self._note_user(request, await self.auth.authenticate(cookie))
+        caller = self.auth.cached(cookie) or await self.auth.authenticate(cookie)
+        return self._note_user(request, caller)
 
     @staticmethod
     def _note_user(request: Request, caller: Caller) -> Caller:

@@ -194,13 +194,21 @@ class AuthService:
         expires = datetime.now(UTC) + timedelta(days=self.settings.session_ttl_days)
         return SessionGrant(public_user(user), token, expires)
 
+    def cached(self, token: str) -> Caller | None:
+        """The caller of a session checked within the last second, else None (then
+        `authenticate`): the hot path of every signed-in request, without a coroutine."""
+        cached = self._cache.get(token)
+        if cached is not None and time.monotonic() < cached.valid_until:
+            return cached.caller
+        return None
+
     async def authenticate(self, token: str) -> Caller:
         """The caller a `bps_` session token stands for; 401 when unknown, expired or revoked."""
         # The hot path (every request) is one dict lookup and one clock read; the
         # session's own expiry and sliding refresh are at least a second away by design.
-        cached = self._cache.get(token)
-        if cached is not None and time.monotonic() < cached.valid_until:
-            return cached.caller
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
         if not token.startswith(SESSION) or len(token) > 100:
             raise Unauthorized("The session token is invalid or has expired.")
         key = token_hash(token)
