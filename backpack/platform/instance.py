@@ -85,7 +85,7 @@ def open_storage(data_dir: Path, services: Services) -> Storage:
     if services.database_url is not None:
         from backpack.storage.postgres import PostgresStorage
 
-        return PostgresStorage(services.database_url)
+        return PostgresStorage(services.database_url, max_size=services.database_pool)
     return SqliteStorage(str(data_dir / DATABASE_FILE))
 
 

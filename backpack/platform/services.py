@@ -40,6 +40,8 @@ REDIS_URL_ENV: Final = "BACKPACK_REDIS_URL"
 FILES_URL_ENV: Final = "BACKPACK_FILES_URL"
 DEPLOYMENT_ENV: Final = "BACKPACK_DEPLOYMENT"
 NAME_ENV: Final = "BACKPACK_NAME"
+POOL_ENV: Final = "BACKPACK_DATABASE_POOL"
+DEFAULT_POOL: Final = 10
 DEFAULT_DEPLOYMENT: Final = "backpack"
 _DEPLOYMENT: Final = re.compile(r"[a-z][a-z0-9_]{0,19}")
 _CHECK_TIMEOUT: Final = 5.0
@@ -56,6 +58,7 @@ class Services:
     files_url: str | None = None
     deployment: str = DEFAULT_DEPLOYMENT
     name: str | None = None  # the backpack these are for
+    database_pool: int = DEFAULT_POOL  # connections per backpack and process, at most
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Services:
@@ -67,6 +70,7 @@ class Services:
             files_url=env.get(FILES_URL_ENV) or None,
             deployment=env.get(DEPLOYMENT_ENV) or DEFAULT_DEPLOYMENT,
             name=env.get(NAME_ENV) or (database_url and urlsplit(database_url).path.strip("/")),
+            database_pool=_pool_size(env.get(POOL_ENV)),
         )
         services.validate()
         return services
@@ -163,6 +167,14 @@ class Services:
         if self.database_url is None:
             raise Unavailable("No PostgreSQL is configured: set BACKPACK_DATABASE_URL.")
         await _admin(self.database_url, sql)
+
+
+def _pool_size(text: str | None) -> int:
+    if not text:
+        return DEFAULT_POOL
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ServiceError(f"{POOL_ENV} must be a number of connections from 1 to 1000.")
+    return int(text)
 
 
 def with_database(url: str, database: str) -> str:

@@ -139,7 +139,7 @@ def _row_error(exc: Exception, record_id: str) -> BackpackError | None:
 
 
 class PostgresStorage:
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(self, url: str, *, min_size: int = 0, max_size: int = 10) -> None:
         self.url = url
         self.min_size = min_size
         self.max_size = max_size
