@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -19,6 +21,9 @@ from backpack.cli.server import (
     uvicorn_options,
 )
 from backpack.cli.users import users
+
+if TYPE_CHECKING:
+    from backpack.api.app import BackpackApp
 from backpack.errors import BackpackError
 
 console = Console(stderr=True)
@@ -44,8 +49,16 @@ def cli() -> None:
 )
 @HOST_OPTION
 @PORT_OPTION
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the one port (more than 1 needs BACKPACK_REDIS_URL or "
+    "BACKPACK_DATABASE_URL, so that realtime events reach every worker).",
+)
 @LOG_LEVEL_OPTION
-def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None:
+def serve_instance(data_dir: Path, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve one backpack alone at / (the API lives under /api).
 
     The secret key comes from BACKPACK_SECRET_KEY (a bpk_… string) or from
@@ -57,7 +70,8 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
     s3://bucket/prefix (needs the [s3] extra; see docs/files.md). Records are
     kept in DATA/backpack.db, or in PostgreSQL when BACKPACK_DATABASE_URL is
     set (the URL names the database); BACKPACK_REDIS_URL shares realtime and
-    rate limits between servers (docs/deploy.md).
+    rate limits between servers (docs/deploy.md). With --workers N, N
+    processes share the port (a dead one is started again).
     """
     import uvicorn
 
@@ -68,7 +82,12 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
         key = load_secret_key(data_dir)
     except BackpackError as exc:
         raise click.ClickException(exc.message) from None
-    app = build_instance_app(data_dir, key.value, configured_services())
+    services = configured_services()
+    if workers > 1 and services.bus_url is None:
+        raise click.ClickException(
+            f"--workers {workers} needs a bus the workers share: set BACKPACK_REDIS_URL "
+            "(or BACKPACK_DATABASE_URL, for PostgreSQL's LISTEN/NOTIFY)."
+        )
     if key.generated:
         console.print(
             Panel.fit(
@@ -78,7 +97,33 @@ def serve_instance(data_dir: Path, host: str, port: int, log_level: str) -> None
             )
         )
     console.print(f"Backpack {__version__} serving {data_dir} at http://{host}:{port}/api")
-    uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level))
+    if workers == 1:
+        app = build_instance_app(data_dir, key.value, services)
+        uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level))
+        return
+    # Each worker builds its own app (uvicorn restarts one that dies); the key is on disk
+    # or in the environment already, so every worker loads the same one.
+    os.environ[_INSTANCE_DATA_ENV] = str(data_dir.resolve())
+    uvicorn.run(
+        "backpack.cli.main:instance_app_from_env",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        **uvicorn_options(log_level),
+    )
+
+
+_INSTANCE_DATA_ENV = "BACKPACK_INSTANCE_DATA"
+
+
+def instance_app_from_env() -> BackpackApp:
+    """A `serve-instance --workers` worker's app: the data directory its parent named."""
+    from backpack.platform.instance import build_instance_app, load_secret_key
+    from backpack.platform.services import Services
+
+    data_dir = Path(os.environ[_INSTANCE_DATA_ENV])
+    return build_instance_app(data_dir, load_secret_key(data_dir).value, Services.from_env())
 
 
 cli.add_command(serve)

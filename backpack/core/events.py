@@ -29,9 +29,18 @@ class CollectionEvent:
     action: Action
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigEvent:
+    """The backpack's settings (`kind` "settings") or a bucket's ("bucket", `name`) changed:
+    other processes serving the backpack reload them."""
+
+    kind: Literal["settings", "bucket"]
+    name: str = ""
+
+
 log = logging.getLogger("backpack.events")
 
-Event = RecordEvent | CollectionEvent
+Event = RecordEvent | CollectionEvent | ConfigEvent
 Listener = Callable[[Event], None]
 
 

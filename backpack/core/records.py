@@ -152,8 +152,24 @@ class DataService:
                 "updated": "",
             } == collection.to_json() | {"created": "", "updated": ""}:
                 return
-            await self.storage.apply([self._put(collection, create=current is None)])
+            try:
+                await self.storage.apply([self._put(collection, create=current is None)])
+            except AlreadyExists:
+                # Another process (a worker starting beside this one) made it meanwhile:
+                # bring that one up to date instead.
+                await self.storage.apply([self._put(collection, create=False)])
             self._collections[collection.name] = collection
+
+    async def reload_collections(self, name: str | None = None) -> None:
+        """Read collection definitions (`name`'s, or all) again: another process changed them."""
+        stored = {c.name: c.meta for c in await self.storage.load_collections()}
+        async with self._ddl_lock:
+            for known in [name] if name is not None else list(self._collections):
+                if known not in stored:
+                    self._collections.pop(known, None)
+            for found, meta in stored.items():
+                if name is None or found == name:
+                    self._collections[found] = collection_from_meta(meta)
 
     async def count_records(self, *, system: bool = False) -> dict[str, int]:
         """How many records each collection holds (the users' own, or with `system` only those)."""

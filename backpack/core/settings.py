@@ -12,6 +12,7 @@ from typing import Any, Final
 from backpack.core import jsonutil
 from backpack.core.access import Caller, require_admin
 from backpack.core.collections import system_collection
+from backpack.core.events import ConfigEvent
 from backpack.core.filter import parse_filter
 from backpack.core.records import DataService
 from backpack.core.storage import Insert, Update, WriteOp
@@ -324,6 +325,10 @@ class SettingsService:
 
     async def open(self) -> None:
         await self.data.ensure_system_collection(system_collection(SETTINGS_COLLECTION))
+        await self.reload()
+
+    async def reload(self) -> None:
+        """Read the stored settings again (at open, and when another process changed them)."""
         found = await self.data.storage.get(SETTINGS_COLLECTION, _SETTINGS_ID)
         if found is not None:
             stored = jsonutil.loads(found.doc)
@@ -351,4 +356,5 @@ class SettingsService:
                 op = Update(SETTINGS_COLLECTION, _SETTINGS_ID, self._version, version, doc)
             await self.data.storage.apply([op])
             self.current, self._version = updated, version
+        self.data.events.publish([ConfigEvent("settings")])
         return self.current.public_json()

@@ -30,7 +30,7 @@ from backpack.core.collections import (
     parse_rules,
     system_collection,
 )
-from backpack.core.events import RecordEvent
+from backpack.core.events import ConfigEvent, RecordEvent
 from backpack.core.filter import MATCH_ALL, Node, and_nodes, or_nodes, parse_filter
 from backpack.core.ids import check_id, new_id
 from backpack.core.query import ListParams
@@ -139,6 +139,16 @@ class FilesService:
             system_collection(FILES, ("bucket", False), ("sha256", False), ("owner", False))
         )
         await self.data.ensure_system_collection(system_collection(BUCKETS))
+        await self.reload_buckets()
+
+    async def reload_buckets(self, name: str | None = None) -> None:
+        """Read bucket settings (`name`'s, or all) again: at open, or another process
+        changed them."""
+        if name is not None:
+            found = await self.storage.get(BUCKETS, name)
+            if found is not None:
+                self._remember(_bucket_from_doc(jsonutil.loads(found.doc)))
+            return
         page = await self.storage.query(Query(BUCKETS, MATCH_ALL, (IndexKey(("id",)),), 1000))
         for doc in page.docs:
             self._remember(_bucket_from_doc(jsonutil.loads(doc)))
@@ -220,6 +230,7 @@ class FilesService:
             op = Update(BUCKETS, name, found.version, found.version + 1, jsonutil.dumps_str(doc))
         await self.storage.apply([op])
         self._remember(bucket)
+        self.data.events.publish([ConfigEvent("bucket", name)])
         return bucket.to_json()
 
     # reading metadata

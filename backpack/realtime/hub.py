@@ -35,7 +35,7 @@ from backpack.core import jsonutil
 from backpack.core.access import ANONYMOUS, SECRET_KEY, Caller, check_rule, rule_filter
 from backpack.core.bus import Bus, BusSubscription, Resync
 from backpack.core.collections import Rule, check_collection_name
-from backpack.core.events import CollectionEvent, Event, RecordEvent
+from backpack.core.events import CollectionEvent, ConfigEvent, Event, RecordEvent
 from backpack.core.filter import MATCH_ALL, Eq, Node, and_nodes, compile_matcher, parse_filter
 from backpack.core.records import DataService
 from backpack.core.settings import SettingsService
@@ -277,7 +277,10 @@ class RealtimeHub:
             payload = b"\n".join((header, jsonutil.dumps(event.record), previous))
             self.bus.publish(self.topic, payload)
         elif isinstance(event, CollectionEvent) and not event.collection.startswith("_"):
-            self._publish({"k": "collection", "c": event.collection, "a": event.action})
+            note = {"k": "collection", "c": event.collection, "a": event.action}
+            self._publish({**note, "o": self._origin})
+        elif isinstance(event, ConfigEvent):
+            self._publish({"k": "config", "what": event.kind, "c": event.name, "o": self._origin})
 
     def _on_access(self, user_id: str | None, session: str | None) -> None:
         """The auth service forgot a session or a user's sessions (sign-out, new role…)."""
@@ -309,7 +312,13 @@ class RealtimeHub:
         if kind == "record":
             self._on_record(header["c"], header["a"], rest)
         elif kind == "collection":
-            self._on_collection(header["c"], header["a"])
+            if header.get("o", self._origin) == self._origin:
+                self._on_collection(header["c"], header["a"])
+            else:  # another process changed it: read the definition first
+                self._spawn(self._reload_collection(header["c"], header["a"]))
+        elif kind == "config":
+            if header.get("o") != self._origin:
+                self._spawn(self._reload_config(header.get("what"), header.get("c")))
         elif kind == "access":
             self._on_access_note(header.get("user"), header.get("session"), header.get("o"))
         elif kind == "broadcast":
@@ -396,9 +405,39 @@ class RealtimeHub:
         elif group.source is not self._source(group):
             self._refresh(group)
 
+    # definitions another process serving this backpack changed
+
+    async def _reload_collection(self, name: str, action: str) -> None:
+        try:
+            await self.data.reload_collections(name)
+        except Exception:
+            log.exception("reloading collection %s failed", name)
+        self._on_collection(name, action)
+
+    async def _reload_config(self, what: object, name: object) -> None:
+        try:
+            if what == "settings":
+                await self.settings.reload()
+            elif what == "bucket" and isinstance(name, str):
+                await self.files.reload_buckets(name)
+        except Exception:
+            log.exception("reloading the %s settings failed", what)
+
+    async def _reload_everything(self) -> None:
+        """After lost bus messages: any definition may have changed elsewhere."""
+        try:
+            await self.data.reload_collections()
+            await self.settings.reload()
+            await self.files.reload_buckets()
+        except Exception:
+            log.exception("reloading definitions after a resync failed")
+        for name in list(self._groups):
+            self._on_collection(name, "update")
+
     def _resync_everyone(self, reason: str) -> None:
         log.warning("realtime events may have been lost (%s); asking clients to resync", reason)
         self.resyncs += 1
+        self._spawn(self._reload_everything())
         for conn in list(self.connections.values()):
             self._resync(conn)
             if conn.token is not None:
