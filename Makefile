@@ -22,11 +22,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict backpack
 
+# Everything on the embedded default, then the API suite again on the machine's PostgreSQL
+# (127.0.0.1:5432) and Redis (:6379): tests/engine.py.
 test: lint typecheck
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	command -v firefox-esr >/dev/null || (apt-get update -q && apt-get install -y -q firefox-esr)
 	command -v node >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
 	$(BIN)/pytest -q -p no:cacheprovider
+	BACKPACK_TEST_ENGINE=postgres $(BIN)/pytest -q -p no:cacheprovider tests/e2e
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk

@@ -18,12 +18,34 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import engine
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+_DROPPED = pytest.StashKey[int]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"engine: {engine.LABEL} ({engine.ENGINE_ENV}={engine.ENGINE})"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the databases the servers of this session ran on (postgres engine only)."""
+    dropped = engine.drop_all()
+    session.config.stash[_DROPPED] = len(dropped)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    line = f"engine: {engine.LABEL}"
+    if engine.POSTGRES:
+        line += f", {terminalreporter.config.stash.get(_DROPPED, 0)} test databases dropped"
+    terminalreporter.write_line(line)
 
 
 @dataclass
@@ -85,7 +107,7 @@ def start_server(
 ) -> RunningServer:
     """A real server on a loopback port (`port` to restart one where clients expect it)."""
     port = port or free_port()
-    environ = {**os.environ, **(env or {})}
+    environ = {**os.environ, **engine.instance_env(data_dir), **(env or {})}
     if key is not None:
         environ["BACKPACK_SECRET_KEY"] = key
     data_dir.mkdir(parents=True, exist_ok=True)

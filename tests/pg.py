@@ -37,8 +37,10 @@ async def pg_connect(database: str) -> Any:
     """A connection to `database` as the superuser; fails the test if the server is down."""
     try:
         return await asyncpg.connect(f"{PG_SERVER}/{database}", timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
+    except OSError as exc:
         pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (user postgres): {exc}")
+    except asyncpg.PostgresError as exc:
+        pytest.fail(f"PostgreSQL at {PG_SERVER} refused a connection to {database!r}: {exc}")
 
 
 async def pg_admin(sql: str, database: str = "postgres") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -118,6 +119,10 @@ class DataService:
         self.set_cursor_key(cursor_key)
         self._collections: dict[str, Collection] = {}
         self._ddl_lock = asyncio.Lock()
+        # Dropped once no update holds them.
+        self._record_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def set_cursor_key(self, key: bytes) -> None:
         """Sign cursors with a key derived from `key`; cursors issued before are refused."""
@@ -584,22 +589,34 @@ class DataService:
     ) -> Document:
         data = _require_object(body)
         collection = self._collection(collection_name)
-        for _ in range(MAX_WRITE_ATTEMPTS):
-            current = await self._load_for_change(caller, collection, record_id, "update", data)
-            update, record = self._prepare_update(
-                caller, collection, current, data, merge=merge, if_match=if_match
-            )
-            try:
-                await self.storage.apply([update])
-            except StaleWrite:
-                if if_match is not None:
-                    raise Conflict("The record changed; its version no longer matches.") from None
-                continue
-            except UniqueViolation as exc:
-                raise self._unique_conflict(collection, exc) from None
-            self._publish([RecordEvent(collection_name, "update", record, current)])
-            return record
+        # Updates of one record in this process take turns, so a burst of plain PATCHes
+        # cannot starve one past MAX_WRITE_ATTEMPTS; retries then race other processes only.
+        async with self._record_lock(collection_name, record_id):
+            for _ in range(MAX_WRITE_ATTEMPTS):
+                current = await self._load_for_change(caller, collection, record_id, "update", data)
+                update, record = self._prepare_update(
+                    caller, collection, current, data, merge=merge, if_match=if_match
+                )
+                try:
+                    await self.storage.apply([update])
+                except StaleWrite:
+                    if if_match is not None:
+                        raise Conflict(
+                            "The record changed; its version no longer matches."
+                        ) from None
+                    continue
+                except UniqueViolation as exc:
+                    raise self._unique_conflict(collection, exc) from None
+                self._publish([RecordEvent(collection_name, "update", record, current)])
+                return record
         raise Conflict("The record kept changing; try again.")
+
+    def _record_lock(self, collection_name: str, record_id: str) -> asyncio.Lock:
+        key = (collection_name, record_id)
+        lock = self._record_locks.get(key)
+        if lock is None:
+            lock = self._record_locks[key] = asyncio.Lock()
+        return lock
 
     async def delete_record(
         self, caller: Caller, collection_name: str, record_id: str, if_match: int | None = None

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 
+from tests import engine
 from tests.conftest import free_port, launch, stop_process
+from tests.pg import pg_admin, pg_connect, run_elsewhere
 
 ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "admin password 1"
@@ -84,6 +86,12 @@ def clean_environment(extra: dict[str, str]) -> dict[str, str]:
     return {**base, **extra}
 
 
+def deployment_environment(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `backpack serve` or a CLI command on `data_dir`: the test engine's
+    services (tests/engine.py), plus `extra`."""
+    return clean_environment({**engine.deployment_env(data_dir), **(extra or {})})
+
+
 def start_deployment(
     data_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None
 ) -> Deployment:
@@ -95,7 +103,8 @@ def start_deployment(
     command = [sys.executable, "-m", "backpack", "serve", "--data", str(data_dir)]
     command += ["--port", str(port), "--domain", "localhost"]
     url = f"http://127.0.0.1:{port}"
-    process = launch(command, url, log_path, clean_environment(extra), "backpack serve")
+    environment = deployment_environment(data_dir, extra)
+    process = launch(command, url, log_path, environment, "backpack serve")
     return Deployment(port, data_dir, extra, process, log_path)
 
 
@@ -172,6 +181,37 @@ def record_texts(client: httpx.Client, collection: str = "notes") -> list[str]:
         return []
     assert response.status_code == 200, response.text
     return [item["text"] for item in response.json()["items"]]
+
+
+def storage_exists(data_dir: Path, name: str) -> bool:
+    """Whether backpack `name` of the deployment on `data_dir` has its records' store: its
+    SQLite file, or on the postgres test engine its database."""
+    if not engine.POSTGRES:
+        return (data_dir / "instances" / name / "backpack.db").is_file()
+    database = engine.backpack_database(data_dir, name)
+
+    async def exists() -> bool:
+        conn = await pg_connect("postgres")
+        try:
+            found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+            return found is not None
+        finally:
+            await conn.close()
+
+    return run_elsewhere(exists)
+
+
+def corrupt_storage(data_dir: Path, name: str) -> None:
+    """Make backpack `name`'s records unreadable (its server stopped): garbage in place of its
+    SQLite file, or on PostgreSQL a collection registry of the wrong shape."""
+    if engine.POSTGRES:
+        sql = "DROP TABLE _collections; CREATE TABLE _collections (garbage text)"
+        run_elsewhere(lambda: pg_admin(sql, engine.backpack_database(data_dir, name)))
+        return
+    database = data_dir / "instances" / name / "backpack.db"
+    for leftover in database.parent.glob("backpack.db-*"):
+        leftover.unlink()
+    database.write_bytes(b"this is not a database " * 400)
 
 
 def make_zip(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:

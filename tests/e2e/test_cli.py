@@ -11,11 +11,20 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import start_server
+from tests.engine import instance_env
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`backpack ARGS`; with `--data DIR`, on the services of the server on DIR."""
+    env = None
+    if "--data" in args:
+        env = {**os.environ, **instance_env(Path(args[args.index("--data") + 1]))}
     return subprocess.run(
-        [sys.executable, "-m", "backpack", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "backpack", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 

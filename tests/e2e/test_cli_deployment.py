@@ -14,9 +14,10 @@ import httpx
 from tests.e2e.control_helpers import (
     Deployment,
     add_record,
-    clean_environment,
+    deployment_environment,
     record_texts,
     start_deployment,
+    storage_exists,
 )
 from tests.e2e.helpers import error_of
 
@@ -31,7 +32,7 @@ def run_cli(data: Path, *args: str, stdin: str | None = None) -> subprocess.Comp
         capture_output=True,
         text=True,
         timeout=60,
-        env=clean_environment({"COLUMNS": "200"}),
+        env=deployment_environment(data, {"COLUMNS": "200"}),
     )
 
 
@@ -92,7 +93,7 @@ def test_instances_and_admins_offline(tmp_path: Path) -> None:
     made = KEY.search(ok(data, "instances", "create", "alpha"))
     assert made is not None
     alpha = data / "instances" / "alpha"
-    assert (alpha / "backpack.db").is_file()
+    assert storage_exists(data, "alpha")
     assert (alpha / "secret_key").read_text().strip() == made[0]
     refused(data, "instances", "create", "alpha", says="exists")
     refused(data, "instances", "create", "Alpha", says="upper-case")
@@ -107,7 +108,7 @@ def test_instances_and_admins_offline(tmp_path: Path) -> None:
     ok(data, "instances", "restore", "beta", str(archive))
     assert statuses(data) == {"alpha": "stopped", "beta": "running"}
     assert "Started" in ok(data, "instances", "start", "alpha")
-    assert (data / "instances" / "beta" / "backpack.db").is_file()
+    assert storage_exists(data, "beta")
     truncated = tmp_path / "truncated.tar"
     truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     result = run_cli(data, "instances", "restore", "gamma", str(truncated))
@@ -117,7 +118,7 @@ def test_instances_and_admins_offline(tmp_path: Path) -> None:
     refused(data, "instances", "delete", "alpha", "--confirm", "beta", says="confirm")
     assert alpha.is_dir()
     assert "Deleted" in ok(data, "instances", "delete", "alpha", "--confirm", "alpha")
-    assert not alpha.exists()
+    assert not alpha.exists() and not storage_exists(data, "alpha")
     assert statuses(data) == {"beta": "running"}
 
 

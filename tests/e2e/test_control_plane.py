@@ -25,6 +25,7 @@ from tests.e2e.control_helpers import (
     ADMIN_PASSWORD,
     Deployment,
     add_record,
+    corrupt_storage,
     create_instance,
     instance,
     make_zip,
@@ -33,6 +34,7 @@ from tests.e2e.control_helpers import (
     secret_key,
     set_up,
     start_deployment,
+    storage_exists,
     unique_name,
 )
 from tests.e2e.helpers import error_of
@@ -262,7 +264,7 @@ def test_create_list_get_and_ready_at_once(dep: Deployment) -> None:
         assert body["urls"]["api"].endswith(f"/i/{name}")
         assert body["urls"]["site"].endswith(f"/i/{name}/site/")
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["created"])
-        assert (dep.data_dir / "instances" / name / "backpack.db").is_file()
+        assert storage_exists(dep.data_dir, name)
 
         listed = admin.get(INSTANCES).json()["items"]
         assert next(item for item in listed if item["name"] == name)["status"] == "running"
@@ -389,7 +391,7 @@ def test_stop_start_restart_and_delete(dep: Deployment) -> None:
         with dep.by_host(name, key) as host:
             error_of(host.get("/api/health"), 503, "unavailable")
         assert admin.get(f"{INSTANCES}/{name}").json()["status"] == "stopped"
-        assert (directory / "backpack.db").is_file()
+        assert storage_exists(dep.data_dir, name)
 
         started = admin.post(f"{INSTANCES}/{name}/start")
         assert started.status_code == 200 and started.json()["status"] == "running"
@@ -403,7 +405,7 @@ def test_stop_start_restart_and_delete(dep: Deployment) -> None:
             assert directory.is_dir()
             assert record_texts(bp) == ["kept"]
         assert admin.delete(f"{INSTANCES}/{name}?confirm={name}").status_code == 204
-        assert not directory.exists()
+        assert not directory.exists() and not storage_exists(dep.data_dir, name)
         error_of(admin.get(f"{INSTANCES}/{name}"), 404, "not_found")
         error_of(bp.get("/api/health"), 404, "not_found")
         assert name not in [item["name"] for item in admin.get(INSTANCES).json()["items"]]
@@ -440,10 +442,7 @@ def test_restart_of_serve_brings_every_backpack_back(fresh: Deployment) -> None:
 
     # a corrupt database: that backpack fails, the others keep serving
     fresh.stop()
-    database = fresh.data_dir / "instances" / stopped / "backpack.db"
-    for leftover in database.parent.glob("backpack.db-*"):
-        leftover.unlink()
-    database.write_bytes(b"this is not a database " * 400)
+    corrupt_storage(fresh.data_dir, stopped)
     fresh.restart()
     with fresh.admin() as admin:
         items = {item["name"]: item for item in admin.get(INSTANCES).json()["items"]}

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import RunningServer
+from tests.engine import instance_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SDK_DIR = ROOT / "sdks" / "js"
@@ -51,11 +52,13 @@ def _install_dev_dependencies() -> None:
     assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
 
 
-def test_js_sdk_node_tests(server: RunningServer) -> None:
+def test_js_sdk_node_tests(server: RunningServer, tmp_path: Path) -> None:
     node = _node()
     _install_dev_dependencies()
     env = {
         **os.environ,
+        # The servers the node tests start run on this suite's engine (one database for them).
+        **instance_env(tmp_path / "node-servers"),
         "BACKPACK_URL": server.url,
         "BACKPACK_KEY": server.key,
         # The reconnect tests start and restart servers of their own with this interpreter.

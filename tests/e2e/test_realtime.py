@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import RunningServer, shared_server, start_server
 from tests.e2e.helpers import ALL_TRUE
+from tests.engine import instance_env
 
 OWNER = {"owner": "@auth.id"}
 SIGNED_IN = {"@auth": {"$ne": None}}
@@ -691,7 +692,7 @@ async def test_revocation_by_another_process_is_noticed(
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "BACKPACK_SECRET_KEY": rt.key},
+        env={**os.environ, **instance_env(rt.data_dir), "BACKPACK_SECRET_KEY": rt.key},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     await ws.error("unauthorized")
