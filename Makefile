@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean image test-containers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ test: lint typecheck
 	command -v node >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
 	$(BIN)/pytest -q -p no:cacheprovider
 	BACKPACK_TEST_ENGINE=postgres $(BIN)/pytest -q -p no:cacheprovider tests/e2e
+
+# The container image (deploy/Dockerfile), built with podman from a registry-free base.
+IMAGE ?= backpack:latest
+image: $(STAMP)
+	deploy/build-image.sh $(IMAGE)
+
+# The podman-run tests alone (image, docker runtime); they fail, not skip, without podman.
+test-containers: $(STAMP)
+	command -v podman >/dev/null && command -v debootstrap >/dev/null && test -x /usr/sbin/runc \
+	  || (apt-get update -q && apt-get install -y -q podman runc debootstrap)
+	BACKPACK_TEST_CONTAINERS=1 $(BIN)/pytest -q -p no:cacheprovider tests/containers
+	BACKPACK_TEST_CONTAINERS=1 $(BIN)/pytest -q -p no:cacheprovider \
+	  tests/contract/test_runtime_contract.py -k docker
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk

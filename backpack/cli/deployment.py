@@ -37,7 +37,8 @@ from backpack.cli.server import (
     uvicorn_options,
 )
 from backpack.errors import BackpackError
-from backpack.platform.control import Addressing, ControlPlane
+from backpack.platform.control import INSTANCES_DIR, Addressing, ControlPlane
+from backpack.platform.runtime import EmbeddedRuntime
 from backpack.platform.services import Services
 
 T = TypeVar("T")
@@ -58,12 +59,15 @@ DATA_OPTION = click.option(
 
 
 def _control(
-    data_dir: Path, services: Services, addressing: Addressing | None = None
+    data_dir: Path,
+    services: Services,
+    addressing: Addressing | None = None,
+    runtime: EmbeddedRuntime | None = None,
 ) -> ControlPlane:
     from backpack.platform.store import open_control_store
 
     store = open_control_store(data_dir, os.environ.get(CONTROL_DB_ENV) or None)
-    return ControlPlane(data_dir, store, addressing=addressing, services=services)
+    return ControlPlane(data_dir, store, addressing=addressing, services=services, runtime=runtime)
 
 
 @contextlib.contextmanager
@@ -115,6 +119,87 @@ def _sentence(exc: BackpackError) -> str:
     return exc.message
 
 
+RUNTIME_OPTION = click.option(
+    "--runtime",
+    "runtime_kind",
+    type=click.Choice(["embedded", "docker", "swarm"]),
+    default="embedded",
+    show_default=True,
+    envvar="BACKPACK_RUNTIME",
+    help="Where backpacks run: in this process, each in a Docker container, or each as a "
+    "Swarm service (through DOCKER_HOST; see docs/deploy.md).",
+)
+
+
+def open_runtime(kind: str, root: Path, domain: str) -> EmbeddedRuntime | None:
+    """The container runtime `kind` asks for (None: embedded), or a sentence naming --runtime."""
+    if kind == "embedded":
+        return None
+    from backpack.platform.runtime_docker import EngineUnreachable, runtime_from_env
+
+    try:
+        return runtime_from_env(kind, root, domain)
+    except EngineUnreachable as exc:
+        raise click.ClickException(
+            f"--runtime {kind} needs the Docker Engine API: {exc} Start Docker (or podman's "
+            "`podman system service`), set DOCKER_HOST, or use --runtime embedded."
+        ) from None
+
+
+WORKERS_OPTION = click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the one port (more than 1 needs BACKPACK_REDIS_URL or "
+    "BACKPACK_DATABASE_URL).",
+)
+
+
+def _serve_workers(
+    data_dir: Path,
+    host: str,
+    port: int,
+    addressing: Addressing,
+    runtime_kind: str,
+    workers: int,
+    log_level: str,
+) -> None:
+    """`serve --workers N` (N > 1): a supervisor and N worker processes on one socket."""
+    from backpack.cli.supervisor import Supervisor, WorkerSettings, bind
+
+    if runtime_kind != "embedded":
+        raise click.ClickException(
+            f"--workers runs backpacks in the server's own processes: use it with "
+            f"--runtime embedded, not {runtime_kind}."
+        )
+    services = configured_services()
+    if services.bus_url is None:
+        raise click.ClickException(
+            f"--workers {workers} needs a bus the workers share: set BACKPACK_REDIS_URL "
+            "(or BACKPACK_DATABASE_URL, for PostgreSQL's LISTEN/NOTIFY)."
+        )
+    with _serve_lock(data_dir):
+        try:
+            sock = bind(host, port)
+        except OSError as exc:
+            raise click.ClickException(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+        console.print(
+            Panel.fit(
+                f"Console   http://{host}:{port}/admin\n"
+                f"Backpacks http://NAME.{addressing.domain}:{port}  or  "
+                f"http://{host}:{port}/i/NAME\n"
+                f"Data      {data_dir.resolve()}\n"
+                f"Workers   {workers}",
+                title=f"Backpack {__version__}",
+            )
+        )
+        settings = WorkerSettings(data_dir, addressing.domain, addressing.port, log_level)
+        status = Supervisor(workers, sock, settings).run()
+    if status:
+        raise click.exceptions.Exit(status)
+
+
 @click.command("serve")
 @DATA_OPTION
 @HOST_OPTION
@@ -131,9 +216,18 @@ def _sentence(exc: BackpackError) -> str:
     default=None,
     help="The port clients use, when a proxy listens on another one (default: --port).",
 )
+@RUNTIME_OPTION
+@WORKERS_OPTION
 @LOG_LEVEL_OPTION
 def serve(
-    data_dir: Path, host: str, port: int, domain: str, public_port: int | None, log_level: str
+    data_dir: Path,
+    host: str,
+    port: int,
+    domain: str,
+    public_port: int | None,
+    runtime_kind: str,
+    workers: int,
+    log_level: str,
 ) -> None:
     """Run the control plane and every backpack in DATA.
 
@@ -147,6 +241,11 @@ def serve(
     cluster) each backpack's records live in a database of its own,
     backpack_NAME; BACKPACK_REDIS_URL carries realtime events and rate limits;
     BACKPACK_FILES_URL (s3://bucket/prefix) keeps files under prefix/NAME.
+
+    Workers (docs/deploy.md): --workers N runs N processes on the one port,
+    restarted if one dies; it needs BACKPACK_REDIS_URL or BACKPACK_DATABASE_URL
+    so realtime events reach every worker. Each response's X-Backpack-Worker
+    header names the worker that answered.
     """
     import uvicorn
 
@@ -154,8 +253,12 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     addressing = Addressing(domain=domain.lower().strip("."), port=public_port or port)
+    if workers > 1:
+        _serve_workers(data_dir, host, port, addressing, runtime_kind, workers, log_level)
+        return
+    runtime = open_runtime(runtime_kind, data_dir / INSTANCES_DIR, addressing.domain)
     try:
-        control = _control(data_dir, configured_services(), addressing)
+        control = _control(data_dir, configured_services(), addressing, runtime)
     except BackpackError as exc:
         raise click.ClickException(_sentence(exc)) from None
     with _serve_lock(data_dir):

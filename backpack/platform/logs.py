@@ -9,6 +9,13 @@ files together never exceed `max_bytes`.
 Entry ids are 16 decimal digits, time-based and strictly increasing (they
 continue after the last stored id on open), so they sort as strings and serve
 as read cursors across restarts.
+
+Under `backpack serve --workers N` worker K writes log.wK.jsonl (and
+log.wK.1.jsonl) and its ids end in K (they step by 100), so ids stay unique
+across workers. Reads merge every log file of the directory by id, and a
+subscription also follows the other workers' files as they flush (about once
+a second), so their entries reach a stream within about a second, not always
+in id order.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ TAIL_ENTRIES = 256  # recent entries kept in memory to serve `read` without the 
 FLUSH_BYTES = 256 * 1024  # unflushed lines that make a request write them out at once
 PENDING_MAX_BYTES = 1024 * 1024  # unflushed lines beyond this (a failing disk) are dropped
 SUBSCRIPTION_QUEUE = 1000
+FOLLOW_INTERVAL = 0.5  # seconds between looks at the other workers' files, while streaming
+WORKER_ID_STEP = 100  # a worker's ids are ≡ its number (mod this): at most 99 workers
+_LOG_GLOB = "log*.jsonl"
 _RESERVED = frozenset({"id", "time", "type", "kind", "message"})
 _CURSOR = re.compile(r"[0-9]{1,16}")
 _STATUS = re.compile(r"[1-5][0-9]{2}")
@@ -71,6 +81,36 @@ def cut_partial_line(path: Path) -> int:
         if keep != size:
             f.truncate(keep)
         return keep
+
+
+def log_files(worker: int | None) -> tuple[str, str]:
+    """The current and the rotated file of worker `worker` (None: a single process)."""
+    if worker is None:
+        return LOG_FILE, ROTATED_FILE
+    return f"log.w{worker}.jsonl", f"log.w{worker}.1.jsonl"
+
+
+def _rotated_name(current: str) -> str:
+    return current.removesuffix(".jsonl") + ".1.jsonl"
+
+
+def _entries(data: bytes) -> Iterator[dict[str, Any]]:
+    for line in data.splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            yield entry
+
+
+def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
+    """The whole lines of `path` from `offset` on, and the offset after them."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], offset + cut
 
 
 def _cursor(after: str) -> str:
@@ -153,11 +193,15 @@ class Subscription:
         return self
 
     async def __anext__(self) -> JSONObject:
+        self._log.follow()
         while not self._items:
             if self.closed:
                 raise StopAsyncIteration
             self._ready.clear()
-            await self._ready.wait()
+            try:
+                await asyncio.wait_for(self._ready.wait(), FOLLOW_INTERVAL)
+            except TimeoutError:
+                self._log.follow()
         return self._items.popleft()
 
 
@@ -169,11 +213,22 @@ class InstanceLog:
         directory: Path,
         max_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        *,
+        worker: int | None = None,
     ) -> None:
         if max_bytes < 4096:
             raise ValueError("max_bytes must be at least 4096")
-        self._file = directory / LOG_FILE
-        self._rotated = directory / ROTATED_FILE
+        if worker is not None and not 0 < worker < WORKER_ID_STEP:
+            raise ValueError(f"worker must be 1 to {WORKER_ID_STEP - 1}")
+        current, rotated = log_files(worker)
+        self._directory = directory
+        self._file = directory / current
+        self._rotated = directory / rotated
+        self._offset = 0 if worker is None else worker
+        if worker is not None:  # the single process's hot path stays as it is
+            self._next_id = self._next_worker_id  # type: ignore[method-assign]
+        self._followed: dict[Path, tuple[int, int]] | None = None  # other files: inode, offset
+        self._followed_at = 0.0
         self._half = max_bytes // 2
         self._clock = clock
         self._pending: list[bytes] = []
@@ -191,6 +246,9 @@ class InstanceLog:
         cut_partial_line(self._rotated)
         last = self._last_stored_id()
         self._last_id = int(last) if last is not None else 0
+        if worker is not None:  # the greatest id ≡ worker up to the last one stored
+            base = self._last_id - self._last_id % WORKER_ID_STEP + self._offset
+            self._last_id = base if base <= self._last_id else base - WORKER_ID_STEP
         # Whether entries older than the in-memory tail may exist on disk.
         self._older_on_disk = last is not None
 
@@ -255,6 +313,9 @@ class InstanceLog:
         if not 1 <= limit <= MAX_READ:
             raise BadRequest(f"limit must be from 1 to {MAX_READ}.")
         cursor = None if after is None else _cursor(after)
+        others = self._other_files()
+        if others:
+            return self._read_merged(others, cursor, limit, matcher)
         tail: list[dict[str, Any]] = [orjson.loads(line) for line in self._tail]
         if cursor is not None:
             if cursor >= f"{self._last_id:016d}":
@@ -275,6 +336,65 @@ class InstanceLog:
         last.extend(e for e in self._everything() if matcher.matches(e))
         return list(last)
 
+    def _read_merged(
+        self, others: list[Path], cursor: str | None, limit: int, matcher: LogFilter
+    ) -> list[JSONObject]:
+        """`read` over this process's entries and the other workers' files, by id."""
+        entries = list(self._everything())
+        for path in others:
+            try:
+                entries += _entries(path.read_bytes())
+            except FileNotFoundError:
+                continue
+        entries.sort(key=lambda entry: entry["id"])
+        if cursor is not None:
+            found = (e for e in entries if e["id"] > cursor and matcher.matches(e))
+            return [e for e, _ in zip(found, range(limit), strict=False)]
+        return [e for e in entries if matcher.matches(e)][-limit:]
+
+    def _other_files(self) -> list[Path]:
+        """Log files of other workers (or of an earlier run with more or fewer of them)."""
+        own = (self._file, self._rotated)
+        return sorted(p for p in self._directory.glob(_LOG_GLOB) if p not in own)
+
+    def follow(self) -> None:
+        """Hand the subscribers what the other workers flushed since the last look."""
+        if not self._subscribers:
+            self._followed = None
+            return
+        now = time.monotonic()
+        if self._followed is not None and now - self._followed_at < FOLLOW_INTERVAL * 0.8:
+            return
+        self._followed_at = now
+        starting = self._followed is None
+        followed = self._followed if self._followed is not None else {}
+        new: list[dict[str, Any]] = []
+        for path in self._other_files():
+            if path.name.endswith(".1.jsonl"):
+                continue  # a rotated file: read through its current one
+            try:
+                stat = os.stat(path)
+                inode = stat.st_ino
+                if starting:
+                    followed[path] = (inode, stat.st_size)
+                    continue
+                seen_inode, offset = followed.get(path, (inode, 0))
+                if seen_inode != inode:  # rotated: the rest of the old file is the .1 one now
+                    rotated = path.with_name(_rotated_name(path.name))
+                    if os.stat(rotated).st_ino == seen_inode:
+                        new += _entries(_read_from(rotated, offset)[0])
+                    offset = 0
+                data, offset = _read_from(path, offset)
+            except FileNotFoundError:
+                continue
+            followed[path] = (inode, offset)
+            new += _entries(data)
+        self._followed = followed
+        new.sort(key=lambda entry: entry["id"])
+        for entry in new:
+            for subscription in tuple(self._subscribers):
+                subscription.push(entry)
+
     def subscribe(
         self,
         after: str | None = None,
@@ -293,10 +413,14 @@ class InstanceLog:
                 subscription.close()
                 return subscription
         self._subscribers.add(subscription)
+        if self._followed is None:
+            self.follow()  # from now on, the other workers' new entries too
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
+        if not self._subscribers:
+            self._followed = None
         subscription.close()
 
     def flush(self) -> None:
@@ -339,6 +463,21 @@ class InstanceLog:
         ms = int(self._clock() * 1000)
         following = self._last_id + 1
         floor = ms * 1000
+        self._last_id = ident = following if following > floor else floor
+        if ms != self._ms:
+            self._ms = ms
+            second = ms // 1000
+            if second != self._second:
+                self._second = second
+                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+            self._ms_text = b"%s.%03dZ" % (self._second_text, ms % 1000)
+        return b"%016d" % ident, self._ms_text
+
+    def _next_worker_id(self) -> tuple[bytes, bytes]:
+        """`_next_id` of a worker: ids ≡ its number modulo WORKER_ID_STEP."""
+        ms = int(self._clock() * 1000)
+        following = self._last_id + WORKER_ID_STEP
+        floor = ms * 1000 + self._offset
         self._last_id = ident = following if following > floor else floor
         if ms != self._ms:
             self._ms = ms

@@ -8,6 +8,13 @@ history lives in that file, not in memory: `series()` reads it back, merging
 the lines of each minute, and `flush()` rewrites it (temp + rename) once it
 holds more than an hour beyond the 24 h kept. Gauges are written only when
 they change: a minute shows the latest sample taken at or before it.
+
+Under `backpack serve --workers N` every worker K keeps its own file,
+`metrics.wK.jsonl`, and its Prometheus counters in `metrics.wK.totals.json`
+(rewritten by `flush()` when they changed). Reads merge every `metrics*.jsonl`
+of the directory: requests add up, `realtime_connections` (each worker's own
+sockets) too, and the other gauges (the same data seen by each) take the
+highest. Prometheus text then carries a `worker` label per worker.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ BUCKETS = (
 )  # fmt: skip
 GAUGES = ("realtime_connections", "records", "users", "storage_bytes")
 METRICS_FILE = "metrics.jsonl"  # the series' file name in a backpack's data directory
+_SERIES_GLOB = "metrics*.jsonl"  # every worker's series file, and the single process's
+_TOTALS = re.compile(r"metrics\.w([0-9]{1,3})\.totals\.json")
 MINUTE = 60
 RETENTION_MINUTES = 24 * 60
 COMPACT_AFTER = 3600  # rewrite the file once it holds this much beyond the retention
@@ -59,6 +68,15 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 Gauges = tuple[int, int, int, int]
+
+
+def metrics_file(worker: int | None) -> str:
+    """The series' file name of worker `worker` (None: a single process)."""
+    return METRICS_FILE if worker is None else f"metrics.w{worker}.jsonl"
+
+
+def _totals_file(worker: int) -> str:
+    return f"metrics.w{worker}.totals.json"
 
 
 def route_group(path: str) -> str:
@@ -136,7 +154,7 @@ class _Minute:
         if not isinstance(start, int) or start % MINUTE:
             raise ValueError("not a minute")
         raw = data.get("gauges")
-        gauges = None if raw is None else (int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]))
+        gauges = None if raw is None else _gauges(raw)
         if start < since:
             return cls(start, {}, {}, gauges)
         statuses: dict[int, int] = {}
@@ -177,6 +195,90 @@ def _retain(points: list[_Minute], cutoff: int) -> list[_Minute]:
     elif carried is not None and kept[0].gauges is None:
         kept[0].gauges = carried
     return kept
+
+
+def _timeline(parts: list[_Minute], starts: range) -> list[_Minute]:
+    """One point per minute of `starts`, each with the gauges in force then."""
+    by_start = {point.start: point for point in _retain(_by_minute(parts), starts.start)}
+    points: list[_Minute] = []
+    gauges: Gauges | None = None
+    for start in starts:
+        point = by_start.get(start) or _Minute(start, {}, {})
+        if point.gauges is None:
+            point.gauges = gauges
+        gauges = point.gauges
+        points.append(point)
+    return points
+
+
+def _combine(points: Sequence[_Minute]) -> _Minute:
+    """One minute as seen by several workers: counts add up, so do realtime connections
+    (each worker's own); records, users and storage are the same data, the highest wins."""
+    if len(points) == 1:
+        return points[0]
+    merged = _Minute(points[0].start, {}, {})
+    for point in points:
+        merged.absorb(_Minute(point.start, point.statuses, point.latency))
+    seen = [point.gauges for point in points if point.gauges is not None]
+    if seen:
+        merged.gauges = (
+            sum(g[0] for g in seen),
+            max(g[1] for g in seen),
+            max(g[2] for g in seen),
+            max(g[3] for g in seen),
+        )
+    return merged
+
+
+def _read_series(path: Path, since: int = 0) -> list[_Minute]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    parts = []
+    for line in data.splitlines():
+        try:
+            parts.append(_Minute.decode(line, since))
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            continue  # a damaged line costs its own part of a minute only
+    return parts
+
+
+@dataclass(frozen=True)
+class _Totals:
+    """Cumulative counters of one process: what Prometheus reads."""
+
+    statuses: Mapping[int, int]
+    latency: Sequence[int]
+    seconds: Sequence[float]
+    gauges: Gauges | None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "statuses": {str(key): count for key, count in self.statuses.items()},
+                "latency": list(self.latency),
+                "seconds": list(self.seconds),
+                "gauges": self.gauges,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> _Totals:
+        raw = orjson.loads(data)
+        latency = [int(count) for count in raw["latency"]]
+        seconds = [float(value) for value in raw["seconds"]]
+        if len(latency) != len(GROUPS) * _NB or len(seconds) != len(GROUPS):
+            raise ValueError("unknown groups or buckets")
+        statuses = {int(key): int(count) for key, count in raw["statuses"].items()}
+        if any(key % _GROUP_BITS >= len(GROUPS) for key in statuses):
+            raise ValueError("unknown group")
+        gauges = raw.get("gauges")
+        return cls(statuses, latency, seconds, None if gauges is None else _gauges(gauges))
+
+
+def _gauges(raw: Any) -> Gauges:
+    return (int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]))
 
 
 def _percentile_ms(counts: Sequence[int], total: int, q: float) -> float | None:
@@ -255,9 +357,17 @@ class InstanceMetrics:
     Call `flush()` about once a minute and when the backpack stops.
     """
 
-    def __init__(self, path: Path | None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        clock: Callable[[], float] = time.time,
+        *,
+        worker: int | None = None,
+    ) -> None:
         self._path = path
         self._clock = clock
+        self._worker = worker  # `serve --workers`: this process's number
+        self._totals_written = b""
         # Cumulative since this object was made (the Prometheus counters).
         self._latency = [0] * (len(GROUPS) * _NB)
         self._seconds = [0.0] * len(GROUPS)
@@ -303,19 +413,21 @@ class InstanceMetrics:
         current = self._delta(take=False)
         if current is not None:
             parts.append(current)
-        by_start = {point.start: point for point in _retain(_by_minute(parts), first)}
+        starts = range(first, self._minute_start + MINUTE, MINUTE)
+        timelines = [_timeline(parts, starts)]
+        timelines += [_timeline(_read_series(other, first), starts) for other in self._others()]
         points: list[JSON] = []
         statuses: dict[int, int] = {}
         latency: dict[int, int] = {}
         gauges: Gauges | None = None
-        for start in range(first, self._minute_start + MINUTE, MINUTE):
-            point = by_start.get(start, _Minute(start, {}, {}))
+        for views in zip(*timelines, strict=True):
+            point = _combine(views)
             for key, count in point.statuses.items():
                 statuses[key] = statuses.get(key, 0) + count
             for cell, count in point.latency.items():
                 latency[cell] = latency.get(cell, 0) + count
-            gauges = point.gauges if point.gauges is not None else gauges
-            summary: JSONObject = {"time": _minute_time(start)}
+            gauges = point.gauges
+            summary: JSONObject = {"time": _minute_time(point.start)}
             summary.update(_summary(point.statuses, point.latency))
             summary.update(_gauge_fields(gauges))
             points.append(summary)
@@ -346,42 +458,41 @@ class InstanceMetrics:
             self._unwritten = []
         if self._oldest is not None and self._oldest < self._cutoff() - COMPACT_AFTER:
             self._compact(self._path)
+        if self._worker is not None:
+            self._write_totals(self._path.parent / _totals_file(self._worker))
 
     def prometheus(self, instance: str) -> list[str]:
         """This backpack alone in the Prometheus text format, one line per item."""
         return render_prometheus({instance: self}).splitlines()
 
     def _samples(self, instance: str) -> dict[str, list[str]]:
-        """Sample lines of one backpack, by metric family."""
+        """Sample lines of one backpack, by metric family (one set per worker, labelled)."""
+        own = _Totals(self._statuses, self._latency, self._seconds, self._gauges)
+        if self._worker is None or self._path is None:
+            return _family_samples([("instance", instance)], own)
         out: dict[str, list[str]] = {name: [] for name, _, _ in _FAMILIES}
-        requests = out["backpack_requests_total"]
-        for key in sorted(self._statuses, key=lambda k: (k % _GROUP_BITS, k // _GROUP_BITS)):
-            status, group = divmod(key, _GROUP_BITS)
-            labels = _labels(
-                [("instance", instance), ("group", GROUPS[group]), ("status", str(status))]
-            )
-            requests.append(f"backpack_requests_total{labels} {self._statuses[key]}")
-        durations = out["backpack_request_duration_seconds"]
-        for group, name in enumerate(GROUPS):
-            counts = self._latency[group * _NB : (group + 1) * _NB]
-            total = sum(counts)
-            if not total:
-                continue
-            cumulative = 0
-            for bucket, count in enumerate(counts):
-                cumulative += count
-                labels = _labels([("instance", instance), ("group", name), ("le", _LE[bucket])])
-                durations.append(f"backpack_request_duration_seconds_bucket{labels} {cumulative}")
-            labels = _labels([("instance", instance), ("group", name)])
-            durations.append(
-                f"backpack_request_duration_seconds_sum{labels} {_number(self._seconds[group])}"
-            )
-            durations.append(f"backpack_request_duration_seconds_count{labels} {total}")
-        if self._gauges is not None:
-            labels = _labels([("instance", instance)])
-            for name, value in zip(GAUGES, self._gauges, strict=True):
-                out[f"backpack_{name}"].append(f"backpack_{name}{labels} {value}")
+        workers = {self._worker: own, **_other_totals(self._path.parent, self._worker)}
+        for worker in sorted(workers):
+            labels = [("instance", instance), ("worker", str(worker))]
+            for name, lines in _family_samples(labels, workers[worker]).items():
+                out[name] += lines
         return out
+
+    def _others(self) -> list[Path]:
+        """The series files of the other workers (or of an earlier run with more or fewer)."""
+        if self._path is None:
+            return []
+        own = self._path.name
+        return sorted(p for p in self._path.parent.glob(_SERIES_GLOB) if p.name != own)
+
+    def _write_totals(self, path: Path) -> None:
+        data = _Totals(self._statuses, self._latency, self._seconds, self._gauges).encode()
+        if data == self._totals_written:
+            return
+        temp = path.with_name(path.name + ".tmp")
+        temp.write_bytes(data)
+        os.replace(temp, path)
+        self._totals_written = data
 
     def _delta(self, *, take: bool) -> _Minute | None:
         """What the counters gained since they were last taken, as part of this minute."""
@@ -420,19 +531,7 @@ class InstanceMetrics:
         return self._minute_start - (RETENTION_MINUTES - 1) * MINUTE
 
     def _read(self, since: int = 0) -> list[_Minute]:
-        if self._path is None:
-            return []
-        try:
-            data = self._path.read_bytes()
-        except FileNotFoundError:
-            return []
-        parts = []
-        for line in data.splitlines():
-            try:
-                parts.append(_Minute.decode(line, since))
-            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-                continue  # a damaged line costs its own part of a minute only
-        return parts
+        return [] if self._path is None else _read_series(self._path, since)
 
     def _compact(self, path: Path) -> None:
         """Rewrite the file with one line per minute of the last 24 h (temp + rename)."""
@@ -485,6 +584,52 @@ _FAMILIES = (
     ("backpack_users", "gauge", "Users of the backpack."),
     ("backpack_storage_bytes", "gauge", "Bytes stored: database and files."),
 )
+
+
+def _family_samples(base: list[tuple[str, str]], totals: _Totals) -> dict[str, list[str]]:
+    """The sample lines of one set of counters, labelled `base` first, by metric family."""
+    out: dict[str, list[str]] = {name: [] for name, _, _ in _FAMILIES}
+    requests = out["backpack_requests_total"]
+    statuses = totals.statuses
+    for key in sorted(statuses, key=lambda k: (k % _GROUP_BITS, k // _GROUP_BITS)):
+        status, group = divmod(key, _GROUP_BITS)
+        labels = _labels([*base, ("group", GROUPS[group]), ("status", str(status))])
+        requests.append(f"backpack_requests_total{labels} {statuses[key]}")
+    durations = out["backpack_request_duration_seconds"]
+    for group, name in enumerate(GROUPS):
+        counts = totals.latency[group * _NB : (group + 1) * _NB]
+        total = sum(counts)
+        if not total:
+            continue
+        cumulative = 0
+        for bucket, count in enumerate(counts):
+            cumulative += count
+            labels = _labels([*base, ("group", name), ("le", _LE[bucket])])
+            durations.append(f"backpack_request_duration_seconds_bucket{labels} {cumulative}")
+        labels = _labels([*base, ("group", name)])
+        durations.append(
+            f"backpack_request_duration_seconds_sum{labels} {_number(totals.seconds[group])}"
+        )
+        durations.append(f"backpack_request_duration_seconds_count{labels} {total}")
+    if totals.gauges is not None:
+        labels = _labels(base)
+        for name, value in zip(GAUGES, totals.gauges, strict=True):
+            out[f"backpack_{name}"].append(f"backpack_{name}{labels} {value}")
+    return out
+
+
+def _other_totals(directory: Path, own: int) -> dict[int, _Totals]:
+    """The counters the other workers last wrote in `directory`, by worker number."""
+    found: dict[int, _Totals] = {}
+    for path in directory.glob("metrics.w*.totals.json"):
+        match = _TOTALS.fullmatch(path.name)
+        if match is None or int(match[1]) == own:
+            continue
+        try:
+            found[int(match[1])] = _Totals.decode(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            continue
+    return found
 
 
 def _escape(value: str) -> str:

@@ -10,6 +10,7 @@ tests/contract/test_runtime_contract.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -46,7 +47,7 @@ from backpack.platform.instance import (
     store_secret_key,
 )
 from backpack.platform.logs import InstanceLog, LogFilter
-from backpack.platform.metrics import METRICS_FILE, InstanceMetrics, route_group
+from backpack.platform.metrics import InstanceMetrics, metrics_file, route_group
 from backpack.platform.services import Services
 from backpack.platform.sites import SiteServer
 from backpack.types import JSONObject
@@ -149,6 +150,7 @@ class EmbeddedInstance:
         directory: Path,
         admin_check: AdminCheck | None,
         services: Services | None = None,
+        worker: int | None = None,
     ) -> None:
         self.name = name
         self.directory = directory
@@ -157,8 +159,8 @@ class EmbeddedInstance:
         self.app: BackpackApp | None = None
         self.state = STOPPED
         self.reason: str | None = None
-        self.metrics = InstanceMetrics(directory / METRICS_FILE)
-        self.log = InstanceLog(directory / LOG_DIR)
+        self.metrics = InstanceMetrics(directory / metrics_file(worker), worker=worker)
+        self.log = InstanceLog(directory / LOG_DIR, worker=worker)
         self.site_server = SiteServer(directory / SITE_DIR)
         self._admin_check = admin_check
         self._lock = asyncio.Lock()
@@ -310,10 +312,12 @@ class EmbeddedRuntime:
         admin_check: AdminCheck | None = None,
         *,
         services: Services | None = None,
+        worker: int | None = None,
     ) -> None:
         self.root = root
         self.admin_check = admin_check
         self.services = services or Services()
+        self.worker = worker  # `serve --workers`: this process's number, for its own log files
         self._instances: dict[str, EmbeddedInstance] = {}
 
     def _get(self, name: str) -> EmbeddedInstance:
@@ -325,7 +329,9 @@ class EmbeddedRuntime:
     def _register(self, name: str) -> EmbeddedInstance:
         instance = self._instances.get(name)
         if instance is None:
-            instance = EmbeddedInstance(name, self.root / name, self.admin_check, self.services)
+            instance = EmbeddedInstance(
+                name, self.root / name, self.admin_check, self.services, self.worker
+            )
             self._instances[name] = instance
         return instance
 
@@ -352,6 +358,16 @@ class EmbeddedRuntime:
 
     def attach(self, name: str) -> None:
         self._register(name)
+
+    async def forget(self, name: str) -> None:
+        """Stop serving `name` in this process and drop it, leaving its data as it is (another
+        worker deleted it: its directory may be gone already)."""
+        instance = self._instances.pop(name, None)
+        if instance is not None:
+            with contextlib.suppress(OSError):
+                await instance.stop()
+            with contextlib.suppress(OSError):
+                instance.log.close()
 
     def names(self) -> list[str]:
         return list(self._instances)

@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 CONTROL_DATABASE_FILE: Final = "control.db"
 STATUSES: Final = ("running", "stopped")
+COUNTERS: Final = ("generation", "key_version")  # see ControlStore.bump_instance
 MAX_EMAIL_LENGTH: Final = 254
 MAX_NAME_LENGTH: Final = 255  # instance names; the API allows far fewer
 _PG_SCHEMES: Final = ("postgresql://", "postgres://")
@@ -114,6 +115,12 @@ class ControlStore(Protocol):
 
     async def delete_instance(self, name: str) -> bool: ...
 
+    async def bump_instance(self, name: str, counter: str) -> InstanceRecord:
+        """Add one to the whole number `counter` of the instance's config (absent: 0), atomically
+        (workers read these to restart a backpack or reload its key); NotFound if there is
+        no such instance."""
+        ...
+
 
 def open_control_store(data_dir: Path, url: str | None) -> ControlStore:
     """PostgreSQL for a postgresql:// URL, else DIR/control.db; `open()` it before use."""
@@ -175,6 +182,12 @@ def _check_record(record: InstanceRecord) -> str:
     _text(record.created, "creation time")
     _status(record.status)
     return _config_text(record.config)
+
+
+def _counter(counter: str) -> str:
+    if counter not in COUNTERS:
+        raise ValueError(f"not an instance counter: {counter!r}")
+    return counter
 
 
 def _instance(name: str, runtime: str, status: str, created: str, config: str) -> InstanceRecord:
@@ -445,6 +458,24 @@ class SqliteControlStore:
 
         return await self._write(delete)
 
+    async def bump_instance(self, name: str, counter: str) -> InstanceRecord:
+        path = "$." + _counter(counter)
+        if not _storable(name):
+            raise NotFound(f"Instance {name!r} was not found.")
+
+        def bump(conn: apsw.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "UPDATE instances SET config = json_set(config, ?,"
+                " coalesce(json_extract(config, ?), 0) + 1)"
+                f" WHERE name = ? RETURNING {_INSTANCE_COLUMNS}",
+                (path, path, name),
+            ).fetchall()
+
+        rows = await self._write(bump)
+        if not rows:
+            raise NotFound(f"Instance {name!r} was not found.")
+        return _instance(*rows[0])
+
 
 # PostgreSQL
 
@@ -692,9 +723,25 @@ class PostgresControlStore:
         status: str = await self._db().execute("DELETE FROM instances WHERE name = $1", name)
         return status != "DELETE 0"
 
+    async def bump_instance(self, name: str, counter: str) -> InstanceRecord:
+        key = _counter(counter)
+        if not _storable(name):
+            raise NotFound(f"Instance {name!r} was not found.")
+        row = await self._db().fetchrow(
+            "UPDATE instances SET config = jsonb_set(config::jsonb, ARRAY[$1::text],"
+            " to_jsonb(coalesce((config::jsonb ->> $1)::bigint, 0) + 1))::text"
+            f" WHERE name = $2 RETURNING {_INSTANCE_COLUMNS}",
+            key,
+            name,
+        )
+        if row is None:
+            raise NotFound(f"Instance {name!r} was not found.")
+        return _instance(*row)
+
 
 __all__ = [
     "CONTROL_DATABASE_FILE",
+    "COUNTERS",
     "STATUSES",
     "Admin",
     "ControlStore",

@@ -222,6 +222,9 @@ class RealtimeHub:
         self._spawn(self._recheck_periodically())
         self._unlisten = self.data.events.listen(self._on_event)
         self.auth.session_listeners.append(self._on_access)
+        # Definitions were read before the bus listened: another process may have changed
+        # one in between (workers starting together), and its note is not for us to hear.
+        await self._reload_definitions()
 
     async def close(self) -> None:
         if self._unlisten is not None:
@@ -423,12 +426,15 @@ class RealtimeHub:
         except Exception:
             log.exception("reloading the %s settings failed", what)
 
+    async def _reload_definitions(self) -> None:
+        await self.data.reload_collections()
+        await self.settings.reload()
+        await self.files.reload_buckets()
+
     async def _reload_everything(self) -> None:
         """After lost bus messages: any definition may have changed elsewhere."""
         try:
-            await self.data.reload_collections()
-            await self.settings.reload()
-            await self.files.reload_buckets()
+            await self._reload_definitions()
         except Exception:
             log.exception("reloading definitions after a resync failed")
         for name in list(self._groups):

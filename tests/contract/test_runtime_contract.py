@@ -2,7 +2,9 @@
 
 The suite speaks only the `Runtime` Protocol and the ASGI endpoints it hands out
 (driven directly with a scope, `receive` and `send`: no server, no mocks). Each
-runtime adds a factory to RUNTIMES; today that is `embedded`.
+runtime adds a factory to RUNTIMES: `embedded`, and `docker` (containers through
+podman's Docker API, see tests/containers/engine.py) wherever podman is usable or
+`make test-containers` asks for it (then a missing podman fails, saying so).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from backpack.errors import BadRequest, Conflict, NotFound
 from backpack.platform.instance import DATABASE_FILE, new_secret_key
 from backpack.platform.logs import LogFilter
 from backpack.platform.runtime import FAILED, RUNNING, STOPPED, EmbeddedRuntime, Endpoint, Runtime
+from tests.containers import engine as containers
 
 EVERYTHING = LogFilter()
 NOTES = {
@@ -48,7 +51,36 @@ def embedded(root: Path) -> RuntimeUnderTest:
     return RuntimeUnderTest(EmbeddedRuntime(root), corrupt_database, lambda n: (root / n).exists())
 
 
+def docker(root: Path) -> RuntimeUnderTest:
+    from backpack.platform.runtime_docker import ContainerConfig, DockerRuntime, project_for
+
+    config = ContainerConfig(
+        image=containers.image(),
+        project=project_for(root),
+        labels={containers.SESSION_LABEL: containers.SESSION},
+        health_interval=1.0,
+    )
+    client = containers.client()
+
+    def corrupt_database(name: str) -> None:
+        directory = containers.volume_path(config.volume_name(name))
+        for suffix in ("-wal", "-shm"):
+            (directory / (DATABASE_FILE + suffix)).unlink(missing_ok=True)
+        (directory / DATABASE_FILE).write_bytes(b"this is not a database\n" * 512)
+
+    def has_storage(name: str) -> bool:
+        volumes = client.volumes.list(filters={"name": config.volume_name(name)})
+        containers_left = client.containers.list(
+            all=True, filters={"name": config.object_name(name)}
+        )
+        return (root / name).exists() or bool(volumes) or bool(containers_left)
+
+    return RuntimeUnderTest(DockerRuntime(root, client, config), corrupt_database, has_storage)
+
+
 RUNTIMES: dict[str, Callable[[Path], RuntimeUnderTest]] = {"embedded": embedded}
+if containers.wanted():
+    RUNTIMES["docker"] = docker
 
 
 @pytest.fixture(params=sorted(RUNTIMES))

@@ -119,14 +119,18 @@ async def test_two_workers_share_events_and_survive_sigkill(
     assert "Traceback" not in server.log(), server.log()
 
 
+@pytest.mark.parametrize("engine", ["postgres", "sqlite"])
 def test_definitions_changed_through_one_worker_hold_on_all(
-    tmp_path: Path, services: tuple[PrivatePostgres, PrivateRedis]
+    engine: str, tmp_path: Path, services: tuple[PrivatePostgres, PrivateRedis]
 ) -> None:
     """Collections, rules, settings and buckets are cached per process: a change made
-    through one worker reaches the others over the bus."""
+    through one worker reaches the others over the bus (records on PostgreSQL, or in one
+    SQLite file that both workers open)."""
     postgres, redis = services
-    database = postgres.create_database(f"d{secrets.token_hex(5)}")
-    server = start(tmp_path, {"BACKPACK_DATABASE_URL": database, "BACKPACK_REDIS_URL": redis.url})
+    env = {"BACKPACK_REDIS_URL": redis.url}
+    if engine == "postgres":
+        env["BACKPACK_DATABASE_URL"] = postgres.create_database(f"d{secrets.token_hex(5)}")
+    server = start(tmp_path, env)
 
     def everywhere(check: Callable[[httpx.Client], bool], what: str) -> None:
         """`check` holds on 12 fresh connections in a row (they land on both workers)."""

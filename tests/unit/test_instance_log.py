@@ -301,3 +301,84 @@ async def test_a_backlog_bigger_than_the_queue_ends_the_subscription(tmp_path: P
     subscription = log.subscribe(after="0", limit=4)
     assert subscription.overflowed
     assert [e["request_id"] async for e in subscription] == ["r0", "r1", "r2", "r3"]
+
+
+# `serve --workers`: a file per worker, merged reads, streams that follow the others
+
+
+def test_workers_write_their_own_files_and_reads_merge_them_by_id(tmp_path: Path) -> None:
+    clock = Clock()
+    one = InstanceLog(tmp_path, clock=clock, worker=1)
+    two = InstanceLog(tmp_path, clock=clock, worker=2)
+    for n in range(3):  # the same millisecond on both: ids still differ
+        one.request("GET", "/api/health", 200, 0.001, None, f"one-{n}")
+        two.request("GET", "/api/health", 200, 0.001, None, f"two-{n}")
+    one.flush()
+    two.flush()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.w1.jsonl", "log.w2.jsonl"]
+    for log in (one, two):
+        entries = log.read()
+        assert len(entries) == 6
+        ids = [str(e["id"]) for e in entries]
+        assert ids == sorted(set(ids))
+        assert {int(i) % 100 for i in ids} == {1, 2}
+        after = log.read(after=ids[2], limit=2)
+        assert [e["id"] for e in after] == ids[3:5]
+        assert [e["request_id"] for e in log.read(limit=1)] == [entries[-1]["request_id"]]
+
+
+def test_a_restarted_worker_continues_its_own_file_and_ids(tmp_path: Path) -> None:
+    clock = Clock()
+    first = InstanceLog(tmp_path, clock=clock, worker=3)
+    first.request("GET", "/a", 200, 0.001, None, "a")
+    first.close()
+    again = InstanceLog(tmp_path, clock=clock, worker=3)
+    again.request("GET", "/b", 200, 0.001, None, "b")
+    again.flush()
+    entries = stored_worker(tmp_path, 3)
+    assert [e["request_id"] for e in entries] == ["a", "b"]
+    assert int(str(entries[1]["id"])) - int(str(entries[0]["id"])) == 100
+
+
+def test_worker_numbers_are_bounded(tmp_path: Path) -> None:
+    for worker in (0, 100):
+        with pytest.raises(ValueError):
+            InstanceLog(tmp_path, worker=worker)
+
+
+async def test_a_subscription_follows_the_other_workers_files(tmp_path: Path) -> None:
+    clock = Clock()
+    mine = InstanceLog(tmp_path, clock=clock, worker=1)
+    other = InstanceLog(tmp_path, clock=clock, worker=2, max_bytes=4096)
+    other.request("GET", "/before", 200, 0.001, None, "before")
+    other.flush()
+    subscription = mine.subscribe()
+
+    async def take(n: int) -> list[object]:
+        got: list[object] = []
+        async for entry in subscription:
+            got.append(entry["request_id"])
+            if len(got) == n:
+                break
+        return got
+
+    mine.request("GET", "/mine", 200, 0.001, None, "mine")
+    assert await asyncio.wait_for(take(1), 5) == ["mine"]
+    rotated = False
+    for batch in range(4):  # past half the cap: the other's file rotates under the reader
+        expected = [f"after-{batch}-{n}" for n in range(8)]
+        for request_id in expected:
+            other.request("GET", "/after", 200, 0.001, None, request_id)
+        other.flush()
+        rotated = rotated or (tmp_path / "log.w2.1.jsonl").exists()
+        assert await asyncio.wait_for(take(8), 5) == expected
+    assert rotated
+    mine.unsubscribe(subscription)
+
+
+def stored_worker(directory: Path, worker: int) -> list[dict[str, object]]:
+    lines: list[bytes] = []
+    for name in (f"log.w{worker}.1.jsonl", f"log.w{worker}.jsonl"):
+        if (directory / name).exists():
+            lines += (directory / name).read_bytes().splitlines()
+    return [orjson.loads(line) for line in lines]

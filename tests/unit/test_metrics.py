@@ -15,6 +15,7 @@ from backpack.platform.metrics import (
     COMPACT_AFTER,
     Gauge,
     InstanceMetrics,
+    metrics_file,
     parse_window,
     render_prometheus,
     route_group,
@@ -410,3 +411,57 @@ def test_prometheus_without_traffic_is_empty_and_bad_gauges_are_refused() -> Non
         render_prometheus({}, extra_gauges=[Gauge("bad name", "x", 1)])
     with pytest.raises(ValueError):
         render_prometheus({}, extra_gauges=[Gauge("ok", "x", 1, {"bad-label": "v"})])
+
+
+# `serve --workers`: a file per worker, merged series, Prometheus by worker
+
+
+def test_workers_series_merge_counts_and_gauges(tmp_path: Path) -> None:
+    clock = Clock()
+    one = InstanceMetrics(tmp_path / metrics_file(1), clock, worker=1)
+    two = InstanceMetrics(tmp_path / metrics_file(2), clock, worker=2)
+    one.observe("records", 200, 0.001)
+    one.set_gauges(**gauges(realtime_connections=3, records=10))
+    for _ in range(2):
+        two.observe("auth", 401, 0.002)
+    two.set_gauges(**gauges(realtime_connections=4, records=12))
+    one.flush()
+    two.flush()
+    assert (tmp_path / "metrics.w1.jsonl").exists() and (tmp_path / "metrics.w2.jsonl").exists()
+    one.observe("records", 200, 0.001)  # not flushed: counted from memory by its own worker
+    totals = one.series(60)["totals"]
+    assert totals["requests"] == 4 and totals["client_errors"] == 2
+    assert totals["realtime_connections"] == 7  # each worker's own sockets
+    assert totals["records"] == 12  # the same data seen by both: the latest, highest
+    assert two.series(60)["totals"]["requests"] == 3  # worker 1's unflushed one not yet
+
+
+def test_prometheus_shows_each_worker_with_its_label(tmp_path: Path) -> None:
+    clock = Clock()
+    one = InstanceMetrics(tmp_path / metrics_file(1), clock, worker=1)
+    two = InstanceMetrics(tmp_path / metrics_file(2), clock, worker=2)
+    one.observe("records", 200, 0.001)
+    for _ in range(2):
+        two.observe("records", 200, 0.001)
+    two.flush()
+    (tmp_path / "metrics.w5.totals.json").write_bytes(b"not json")  # ignored
+    text = render_prometheus({"todo": one})
+    assert (
+        'backpack_requests_total{instance="todo",worker="1",group="records",status="200"} 1' in text
+    )
+    assert (
+        'backpack_requests_total{instance="todo",worker="2",group="records",status="200"} 2' in text
+    )
+    assert 'worker="5"' not in text
+    assert text.count("# TYPE backpack_requests_total counter") == 1
+
+
+def test_a_single_process_reads_what_workers_wrote_before(tmp_path: Path) -> None:
+    clock = Clock()
+    worker = InstanceMetrics(tmp_path / metrics_file(1), clock, worker=1)
+    worker.observe("records", 200, 0.001)
+    worker.flush()
+    single = InstanceMetrics(tmp_path / metrics_file(None), clock)
+    single.observe("records", 200, 0.001)
+    assert single.series(60)["totals"]["requests"] == 2
+    assert 'worker="' not in render_prometheus({"todo": single})

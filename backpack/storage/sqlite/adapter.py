@@ -195,9 +195,14 @@ class SqliteStorage:
             raise NotFound(f"Collection '{collection}' does not exist.") from None
 
     async def load_collections(self) -> list[StoredCollection]:
+        """Every collection; also refreshes the table map (another process may have changed
+        the collections)."""
+
         def work(conn: apsw.Connection) -> list[StoredCollection]:
-            rows = conn.execute("SELECT name, meta FROM _collections ORDER BY name").fetchall()
-            return [StoredCollection(str(name), str(meta)) for name, meta in rows]
+            rows = conn.execute("SELECT name, tbl, meta FROM _collections ORDER BY name")
+            found = rows.fetchall()
+            self._tables = {str(name): str(table) for name, table, _ in found}
+            return [StoredCollection(str(name), str(meta)) for name, _, meta in found]
 
         return await self._read(work)
 
@@ -416,6 +421,10 @@ class SqliteStorage:
         tables = dict(self._tables)
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if any(_names_unknown(unit.ops, tables) for unit in group):
+                # Another process (a worker beside this one) may have made or dropped a
+                # collection: holding the write lock, read the map again.
+                tables = _table_map(conn)
             for unit in group:
                 if len(unit.ops) == 1 and isinstance(unit.ops[0], _ROW_OPS):
                     # One row statement: SQLite undoes a failed statement by itself.
@@ -560,6 +569,24 @@ def _settle(units: list[_WriteUnit]) -> None:
             unit.future.set_result(None)
         else:
             unit.future.set_exception(unit.error)
+
+
+def _table_map(conn: apsw.Connection) -> dict[str, str]:
+    return {str(n): str(t) for n, t in conn.execute("SELECT name, tbl FROM _collections")}
+
+
+def _names_unknown(ops: Sequence[WriteOp], tables: Mapping[str, str]) -> bool:
+    """Whether `ops` name a collection the map does not know, or create one."""
+    for op in ops:
+        if isinstance(op, PutCollection):
+            if op.create or op.name not in tables:
+                return True
+        elif isinstance(op, DropCollection):
+            if op.name not in tables:
+                return True
+        elif op.collection not in tables:
+            return True
+    return False
 
 
 def _lookup(tables: Mapping[str, str], collection: str) -> str:
