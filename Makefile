@@ -50,6 +50,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.realtime
 	$(BIN)/python -m bench.control
+	$(BIN)/python -m bench.scaleout
+	command -v valgrind >/dev/null || apt-get install -y valgrind
+	$(BIN)/python -m bench.instructions
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

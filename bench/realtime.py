@@ -22,7 +22,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,9 @@ class Workers:
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def start(self, server: Server, total: int, processes: int) -> list[dict[str, Any]]:
+    async def start(
+        self, server: Server, total: int, processes: int, extra: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
         shares = [
             total // processes + (1 if i < total % processes else 0) for i in range(processes)
         ]
@@ -170,6 +172,7 @@ class Workers:
                 COLLECTION,
                 "--filter",
                 json.dumps(FILTER),
+                *extra,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 cwd=Path(__file__).resolve().parent.parent,
@@ -233,11 +236,22 @@ class Writer:
     def url(self) -> str:
         return f"{self.server.base_url}/api/collections/{COLLECTION}/records"
 
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """The HTTP connections create() sends on, open while the writer runs."""
+        async with httpx.AsyncClient(timeout=30) as self._client:
+            yield
+
+    async def create(self, body: dict[str, Any]) -> tuple[int, str]:
+        """One create; returns (HTTP status, response text)."""
+        resp = await self._client.post(self.url(), json=body)
+        return resp.status_code, resp.text
+
     async def run(self, duration_s: float, limit: int | None = None) -> tuple[int, float]:
         """Write for duration_s (or `limit` records); returns (records created, seconds)."""
         start = time.monotonic()
         deadline = start + duration_s
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with self.session():
 
             async def task() -> None:
                 while time.monotonic() < deadline and (limit is None or self.created < limit):
@@ -249,12 +263,12 @@ class Writer:
                     self.created += 1
                     seq = self.created
                     body = {"title": f"event {seq}", "score": seq, "t": time.time()}
-                    resp = await client.post(self.url(), json=body)
-                    if resp.status_code not in (200, 201):
+                    status, text = await self.create(body)
+                    if status not in (200, 201):
                         self.errors += 1
                         self.created -= 1
                         if self.errors > 10:
-                            raise ServerError(f"create answered {resp.status_code}: {resp.text}")
+                            raise ServerError(f"create answered {status}: {text}")
 
             await asyncio.gather(*(task() for _ in range(WRITER_TASKS)))
         return self.created, time.monotonic() - start

@@ -88,10 +88,14 @@ class Conn(asyncio.Protocol, ABC):
         self.headers_done = False
         self.count = 0
         self.done = False
+        self.local_port = 0
+        self.own: Sink | None = None  # this connection's events alone (--per-connection)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = cast(asyncio.Transport, transport)
+        sockname = transport.get_extra_info("sockname")
+        self.local_port = int(sockname[1]) if sockname else 0
         self.transport.write(self.request())
 
     @abstractmethod
@@ -211,6 +215,8 @@ class WsConn(Conn):
         if kind == "change":
             self.count += 1
             self.sink.event(msg["record"], now)
+            if self.own is not None:
+                self.own.event(msg["record"], now)
         elif kind == "ack":
             if not self.ready.done():
                 self.ready.set_result(None)
@@ -362,7 +368,7 @@ async def open_many(
 
 def results(conns: list[Conn], sink: Sink, errors: list[str]) -> dict[str, Any]:
     counts = [c.count for c in conns]
-    return {
+    out = {
         "connections": len(conns),
         "connect_errors": len(errors),
         "first_error": errors[0] if errors else "",
@@ -374,6 +380,10 @@ def results(conns: list[Conn], sink: Sink, errors: list[str]) -> dict[str, Any]:
         "close_reasons": sink.close_reasons,
         "latencies_ms": sink.latencies_ms,
     }
+    if any(c.own is not None for c in conns):  # --per-connection
+        out["ports"] = [c.local_port for c in conns]  # each connection's client port
+        out["conn_latencies_ms"] = [c.own.latencies_ms if c.own else [] for c in conns]
+    return out
 
 
 async def worker(args: argparse.Namespace) -> None:
@@ -381,6 +391,9 @@ async def worker(args: argparse.Namespace) -> None:
     sink = Sink()
     filt = json.loads(args.filter)
     conns, errors = await open_many(args.kind, args.port, args.collection, filt, args.count, sink)
+    if args.per_connection:
+        for conn in conns:
+            conn.own = Sink()
     out = sys.stdout
     out.write(
         json.dumps(
@@ -415,6 +428,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--collection", required=True)
     parser.add_argument("--filter", default='{"score": {"$gte": 0}}')
+    parser.add_argument(
+        "--per-connection",
+        action="store_true",
+        help="also report each connection's client port and its own latencies (WebSocket)",
+    )
     args = parser.parse_args()
     try:
         import uvloop

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -620,11 +620,17 @@ def measure(
     before = count_for(server, scenario)
     sampler.reset_window()
     warm = run_wrk(wrk, load, threads=args.threads, connections=connections, duration_s=args.warmup)
+    services_start = server.service_cpu_s()
     cpu_start = cpu.snapshot(server.pid)
     res = run_wrk(
         wrk, load, threads=args.threads, connections=connections, duration_s=args.duration
     )
     cpu_use = cpu.since(cpu_start, server.pid)
+    services_end = server.service_cpu_s()
+    if services_end:  # CPU of the server's database and cache processes is the server's
+        used = sum(t - services_start.get(pid, 0.0) for pid, t in services_end.items())
+        used = min(max(0.0, used), cpu_use.other_s)
+        cpu_use = cpu.CpuUse(cpu_use.server_s + used, cpu_use.harness_s, cpu_use.other_s - used)
     sampler.sample_now()
     rss = sampler.window_kb[server.name]
     after = settled_count(server, scenario)
@@ -644,7 +650,14 @@ def wait_for_idle(max_wait_s: float) -> float:
     return busy
 
 
-def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> None:
+def run_benchmark(
+    args: argparse.Namespace,
+    workdir: Path,
+    report: dict[str, Any],
+    available: Mapping[str, Callable[[Path], Server]] = SERVERS,
+) -> None:
+    """Every selected scenario on the servers of `available` (name -> factory of a server
+    in workdir; bench.scaleout passes its own), interleaved per round."""
     start = time.monotonic()
     retries_left = args.noisy_retries
     wrk = find_wrk()
@@ -658,7 +671,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
     if busy > OTHER_CPU_WARN_PCT:
         log("warning: other processes are using the CPU; results will be skewed")
     scenarios = [s for s in SCENARIOS if s.key in args.keys]
-    wanted = list(SERVERS) if args.only == "both" else [args.only]
+    wanted = list(available) if args.only == "both" else [args.only]
     names = [n for n in wanted if any(s.runs_on(n) for s in scenarios)]
     if not names:
         raise ServerError(f"no selected scenario runs on {args.only}")
@@ -668,7 +681,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
     sampler: MemorySampler | None = None
     try:
         for name in names:
-            server = SERVERS[name](workdir)
+            server = available[name](workdir)
             if isinstance(server, PocketBase):
                 server.request_logs = args.pocketbase_request_logs
             servers[name] = server

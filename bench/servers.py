@@ -325,6 +325,11 @@ class Server(ABC):
     def command_line(self) -> str:
         return ""
 
+    def service_cpu_s(self) -> dict[int, float]:
+        """CPU seconds so far (per pid) of processes outside the server's own tree that
+        work for it (its database and cache servers); counted as the server's CPU."""
+        return {}
+
     # ---- auth: (e)-(h)
 
     login_path = ""  # sign-in endpoint (POST, JSON body)
@@ -781,13 +786,14 @@ class Backpack(Server):
         self.secret_key = "bpk_" + secrets.token_hex(32)
         self._cmd: list[str] = []
         self.settings_note: list[str] = []
+        self.env: dict[str, str] = {}  # more environment for the server (scale-out services)
 
     def start(self, extra_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [a.format(data=self.data_dir, port=self.port) for a in BACKPACK_COMMAND]
         self._cmd = [str(self.executable), *args, *extra_args]
-        self._spawn(self._cmd, env={"BACKPACK_SECRET_KEY": self.secret_key})
+        self._spawn(self._cmd, env={"BACKPACK_SECRET_KEY": self.secret_key, **self.env})
         self._wait_ready("/api/health")
 
     def command_line(self) -> str:

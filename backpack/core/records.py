@@ -167,14 +167,18 @@ class DataService:
 
     async def reload_collections(self, name: str | None = None) -> None:
         """Read collection definitions (`name`'s, or all) again: another process changed them."""
-        stored = {c.name: c.meta for c in await self.storage.load_collections()}
         async with self._ddl_lock:
-            for known in [name] if name is not None else list(self._collections):
-                if known not in stored:
-                    self._collections.pop(known, None)
-            for found, meta in stored.items():
-                if name is None or found == name:
-                    self._collections[found] = collection_from_meta(meta)
+            await self._adopt_stored(None if name is None else [name])
+
+    async def _adopt_stored(self, names: Sequence[str] | None) -> None:
+        """Take the stored definitions of `names` (None: all); hold the DDL lock."""
+        stored = {c.name: c.meta for c in await self.storage.load_collections()}
+        for known in names if names is not None else list(self._collections):
+            if known not in stored:
+                self._collections.pop(known, None)
+        for found, meta in stored.items():
+            if names is None or found in names:
+                self._collections[found] = collection_from_meta(meta)
 
     async def count_records(self, *, system: bool = False) -> dict[str, int]:
         """How many records each collection holds (the users' own, or with `system` only those)."""
@@ -315,7 +319,15 @@ class DataService:
             if stale:
                 # Another writer created it meanwhile: drop our PutCollection and retry.
                 raise StaleWrite("The collection was created concurrently.")
-            await self.storage.apply(ops)
+            try:
+                await self.storage.apply(ops)
+            except AlreadyExists as exc:
+                index = getattr(exc, "op_index", None)
+                if index is None or not isinstance(ops[index], PutCollection):
+                    raise
+                # Another process created it: learn its definition, then retry the write.
+                await self._adopt_stored([c.name for c in created])
+                raise StaleWrite("The collection was created concurrently.") from None
             for collection in fresh:
                 self._collections[collection.name] = collection
         self._publish([CollectionEvent(c.name, "create") for c in fresh])

@@ -422,6 +422,7 @@ class AdminApi:
             )
             return
         await send({"type": "websocket.accept"})
+        instance.drain()  # what was answered so far is in the backlog
         subscription = instance.log.subscribe(request.query.get("after"), matcher)
 
         async def pump() -> None:

@@ -470,10 +470,15 @@ class ControlPlane:
 
     async def metrics_of(self, name: str) -> InstanceMetrics:
         await self._known(name)
-        return self.runtime.instance(name).metrics
+        instance = self.runtime.instance(name)
+        instance.drain()
+        return instance.metrics
 
     def all_metrics(self) -> Mapping[str, InstanceMetrics]:
-        return {name: self.runtime.instance(name).metrics for name in self.runtime.names()}
+        instances = [self.runtime.instance(name) for name in self.runtime.names()]
+        for instance in instances:
+            instance.drain()
+        return {instance.name: instance.metrics for instance in instances}
 
     async def instance(self, name: str) -> EmbeddedInstance:
         await self._known(name)
@@ -509,5 +514,6 @@ async def _sessions(cluster_url: str, database: str) -> int:
 
 
 def _flush(instance: EmbeddedInstance) -> None:
+    instance.drain()
     instance.metrics.flush()
     instance.log.flush()

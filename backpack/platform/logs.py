@@ -1,8 +1,13 @@
 """One backpack's request/event log: JSON lines on disk under a size cap, a cursor, a stream.
 
-`InstanceLog.request()` runs on every request: it builds one entry, encodes it
-and appends the line to an in-memory buffer; `flush()` (called periodically
-and on close) writes the buffer to DIR/log.jsonl. When log.jsonl would pass
+Requests are logged in batches (`InstanceLog.requests()`): the request path only
+appends a tuple to a list (backpack.platform.runtime), and about once a second,
+or every `REQUEST_BATCH` requests, the whole list becomes ONE line,
+`{"requests": [[method, path, status, seconds, user, request_id, time], …],
+"first": ID, "step": STEP}`, encoded by a single orjson call: the nth request's
+id is FIRST + n·STEP, and its entry (the API's shape) is made when it is read.
+Events are one object per line. Lines go to an in-memory buffer; `flush()`
+(called periodically and on close) writes the buffer to DIR/log.jsonl. When log.jsonl would pass
 half the cap it becomes log.1.jsonl (replacing the previous one), so the two
 files together never exceed `max_bytes`.
 
@@ -50,10 +55,77 @@ _RESERVED = frozenset({"id", "time", "type", "kind", "message"})
 _CURSOR = re.compile(r"[0-9]{1,16}")
 _STATUS = re.compile(r"[1-5][0-9]{2}")
 _ENTRY_TYPES = ("request", "event")
-_REQUEST_LINE = (
-    b'{"id":"%s","time":"%s","type":"request","method":%s,"path":%s,"status":%d,'
-    b'"duration_ms":%a,"user_id":%s,"request_id":%s}'
-)
+REQUEST_BATCH = 256  # requests per batch line at most (a line stays well under 64 KiB)
+
+# One answered request as the request path records it:
+# (method, path, status, seconds, user id, request id, time.time()).
+RequestRecord = tuple[str, str, int, float, str | None, str, float]
+
+
+def _time_text(at: float) -> str:
+    ms = int(at * 1000)
+    second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+    return f"{second}.{ms % 1000:03d}Z"
+
+
+def _request_entry(ident: int, row: list[Any]) -> dict[str, Any]:
+    method, path, status, seconds, user, request_id, at = row
+    return {
+        "id": f"{ident:016d}",
+        "time": _time_text(float(at)),
+        "type": "request",
+        "method": str(method)[:16],
+        "path": str(path),  # cleaned when stored (see _stored)
+        "status": status,
+        "duration_ms": int(float(seconds) * 1_000_000) / 1000,
+        "user_id": user,
+        "request_id": str(request_id)[:128],
+    }
+
+
+def _expand(line: bytes) -> list[dict[str, Any]]:
+    """The entries one stored line holds: an entry, or a batch of requests."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(value, dict):
+        return []
+    rows = value.get("requests")
+    if rows is None:
+        return [value] if isinstance(value.get("id"), str) else []
+    first, step = value.get("first"), value.get("step")
+    if not isinstance(rows, list) or not isinstance(first, int) or not isinstance(step, int):
+        return []
+    entries: list[dict[str, Any]] = []
+    for index, row in enumerate(rows):
+        if isinstance(row, list) and len(row) == 7:
+            entries.append(_request_entry(first + index * step, row))
+    return entries
+
+
+def _stored(record: RequestRecord) -> RequestRecord:
+    """The record as stored: the path cleaned, fields bounded, lone surrogates replaced."""
+    method, path, status, seconds, user, request_id, at = record
+
+    def fix(text: str) -> str:
+        return text.encode("utf-8", "replace").decode()
+
+    user = None if user is None else fix(user[:256])
+    return (
+        fix(method[:16]),
+        fix(clean_path(path)),
+        status,
+        seconds,
+        user,
+        fix(request_id[:128]),
+        at,
+    )
+
+
+def parse_entries(data: bytes) -> list[dict[str, Any]]:
+    """The entries in the bytes of a log file, oldest first (lines that do not parse skipped)."""
+    return list(_entries(data))
 
 
 def clean_path(path: str) -> str:
@@ -96,12 +168,7 @@ def _rotated_name(current: str) -> str:
 
 def _entries(data: bytes) -> Iterator[dict[str, Any]]:
     for line in data.splitlines():
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            yield entry
+        yield from _expand(line)
 
 
 def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
@@ -225,6 +292,7 @@ class InstanceLog:
         self._file = directory / current
         self._rotated = directory / rotated
         self._offset = 0 if worker is None else worker
+        self._step = 1 if worker is None else WORKER_ID_STEP  # between consecutive ids
         if worker is not None:  # the single process's hot path stays as it is
             self._next_id = self._next_worker_id  # type: ignore[method-assign]
         self._followed: dict[Path, tuple[int, int]] | None = None  # other files: inode, offset
@@ -234,7 +302,9 @@ class InstanceLog:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._dropped = 0
-        self._tail: deque[bytes] = deque(maxlen=TAIL_ENTRIES)
+        # Recent lines with how many entries each holds, TAIL_ENTRIES entries or a little more.
+        self._tail: deque[tuple[bytes, int]] = deque()
+        self._tail_entries = 0
         self._subscribers: set[Subscription] = set()
         self._second = -1
         self._second_text = b""
@@ -252,6 +322,11 @@ class InstanceLog:
         # Whether entries older than the in-memory tail may exist on disk.
         self._older_on_disk = last is not None
 
+    @property
+    def streaming(self) -> bool:
+        """Whether anyone follows the log live (then requests are logged as they end)."""
+        return bool(self._subscribers)
+
     def request(
         self,
         method: str,
@@ -261,36 +336,30 @@ class InstanceLog:
         user_id: str | None,
         request_id: str,
     ) -> None:
-        """Log one answered request (the hot path: memory only). No bodies, no headers.
+        """Log one answered request. No bodies, no headers (`requests` logs many at once)."""
+        self.requests([(method, path, status, duration_s, user_id, request_id, self._clock())])
 
-        The JSON line is formatted directly, without a dict: this runs on every
-        request of every backpack.
-        """
-        ident, stamp = self._next_id()
-        duration_ms = int(duration_s * 1_000_000) / 1000
-        try:
-            line = _REQUEST_LINE % (
-                ident,
-                stamp,
-                orjson.dumps(method[:16]),
-                orjson.dumps(clean_path(path)),
-                status,
-                duration_ms,
-                b"null" if user_id is None else orjson.dumps(user_id),
-                orjson.dumps(request_id[:128]),
-            )
-        except orjson.JSONEncodeError:  # a lone surrogate in the path: replace it
-            entry: JSONObject = {"id": ident.decode(), "time": stamp.decode(), "type": "request"}
-            entry.update(
-                method=method[:16],
-                path=clean_path(path).encode("utf-8", "replace").decode(),
-                status=status,
-                duration_ms=duration_ms,
-                user_id=user_id,
-                request_id=request_id[:128],
-            )
-            line = orjson.dumps(entry)
-        self._append_line(line, None)
+    def requests(self, batch: list[RequestRecord]) -> None:
+        """Log answered requests, oldest first, as one line (see the module docstring)."""
+        for start in range(0, len(batch), REQUEST_BATCH):
+            part = batch[start : start + REQUEST_BATCH]
+            first = self._last_id + self._step
+            floor = int(part[0][6] * 1000) * 1000 + self._offset  # time-based, ≡ the worker
+            if floor > first:
+                first = floor
+            self._last_id = first + (len(part) - 1) * self._step
+            line = {"requests": part, "first": first, "step": self._step}
+            try:
+                encoded = orjson.dumps(line)
+            except orjson.JSONEncodeError:  # a lone surrogate in a path: replace it
+                encoded = b""
+            # Rare, so looked for in the encoded line at C speed: a query string or fragment
+            # in a path (never stored: they may carry tokens), an overlong field, or the
+            # lone surrogate above.
+            if not encoded or b"?" in encoded or b"#" in encoded or len(encoded) > 400 * len(part):
+                line["requests"] = [_stored(record) for record in part]
+                encoded = orjson.dumps(line)
+            self._append_line(encoded, None, len(part))
 
     def event(self, kind: str, message: str, **fields: JSONScalar) -> None:
         """Log an instance event (started, stopped, failed, key rotated …); never pass secrets."""
@@ -316,7 +385,7 @@ class InstanceLog:
         others = self._other_files()
         if others:
             return self._read_merged(others, cursor, limit, matcher)
-        tail: list[dict[str, Any]] = [orjson.loads(line) for line in self._tail]
+        tail: list[dict[str, Any]] = [e for line, _ in self._tail for e in _expand(line)]
         if cursor is not None:
             if cursor >= f"{self._last_id:016d}":
                 return []
@@ -502,7 +571,7 @@ class InstanceLog:
             line = orjson.dumps(entry)
         self._append_line(line, entry)
 
-    def _append_line(self, line: bytes, entry: JSONObject | None) -> None:
+    def _append_line(self, line: bytes, entry: JSONObject | None, count: int = 1) -> None:
         if self._pending_bytes >= self._flush_at:
             # A busy backpack writes its lines as they pile up, a few hundred KB at a time
             # (no fsync); the periodic flush covers the quiet ones. After a failed write,
@@ -513,17 +582,21 @@ class InstanceLog:
             except OSError:
                 self._flush_at = self._pending_bytes + FLUSH_BYTES
         if self._pending_bytes + len(line) > PENDING_MAX_BYTES:
-            self._dropped += 1
+            self._dropped += count
             return
         self._pending.append(line)
         self._pending_bytes += len(line) + 1
-        if len(self._tail) == TAIL_ENTRIES:
+        tail = self._tail
+        tail.append((line, count))
+        self._tail_entries += count
+        while len(tail) > 1 and self._tail_entries - tail[0][1] >= TAIL_ENTRIES:
+            self._tail_entries -= tail.popleft()[1]
             self._older_on_disk = True
-        self._tail.append(line)
         if self._subscribers:
-            parsed: JSONObject = orjson.loads(line) if entry is None else entry
-            for subscription in tuple(self._subscribers):
-                subscription.push(parsed)
+            entries = _expand(line) if entry is None else [entry]
+            for parsed in entries:
+                for subscription in tuple(self._subscribers):
+                    subscription.push(parsed)
 
     def _everything(self) -> Iterator[dict[str, Any]]:
         """Every retained entry, oldest first: both files, then the unflushed buffer."""
@@ -532,13 +605,9 @@ class InstanceLog:
                 data = path.read_bytes()
             except FileNotFoundError:
                 continue
-            for line in data.splitlines():
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
+            yield from _entries(data)
         for line in list(self._pending):
-            yield orjson.loads(line)
+            yield from _expand(line)
 
     def _last_stored_id(self) -> str | None:
         for path in (self._file, self._rotated):
@@ -550,10 +619,8 @@ class InstanceLog:
             except FileNotFoundError:
                 continue
             for line in reversed(lines):
-                try:
-                    entry_id = orjson.loads(line)["id"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    continue
+                entries = _expand(line)
+                entry_id = entries[-1].get("id") if entries else None
                 if isinstance(entry_id, str) and _CURSOR.fullmatch(entry_id):
                     return entry_id.zfill(16)
         return None

@@ -46,8 +46,8 @@ from backpack.platform.instance import (
     open_storage,
     store_secret_key,
 )
-from backpack.platform.logs import InstanceLog, LogFilter
-from backpack.platform.metrics import InstanceMetrics, metrics_file, route_group
+from backpack.platform.logs import REQUEST_BATCH, InstanceLog, LogFilter, RequestRecord
+from backpack.platform.metrics import InstanceMetrics, metrics_file
 from backpack.platform.services import Services
 from backpack.platform.sites import SiteServer
 from backpack.types import JSONObject
@@ -129,6 +129,10 @@ class Runtime(Protocol):
 
 
 class Endpoint(Protocol):
+    # The backpack's own app while it runs in this process, else None: calling it is the
+    # same as calling the endpoint, minus a hop (the router's shortcut).
+    app: BackpackApp | None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
     async def site(
@@ -161,6 +165,7 @@ class EmbeddedInstance:
         self.reason: str | None = None
         self.metrics = InstanceMetrics(directory / metrics_file(worker), worker=worker)
         self.log = InstanceLog(directory / LOG_DIR, worker=worker)
+        self._requests: list[RequestRecord] = []  # answered, not yet counted and logged
         self.site_server = SiteServer(directory / SITE_DIR)
         self._admin_check = admin_check
         self._lock = asyncio.Lock()
@@ -208,6 +213,7 @@ class EmbeddedInstance:
             if ctx is not None:
                 await _close_quietly(ctx)
                 self.log.event("stopped", "Stopped.")
+            self.drain()
             self.metrics.flush()
             self.log.flush()
 
@@ -265,17 +271,30 @@ class EmbeddedInstance:
             self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        """Count one answered request in the metrics and write it to the log."""
-        path: str = scope["path"]
-        self.metrics.observe(route_group(path), status, seconds)
-        self.log.request(
-            scope["method"],
-            path,
-            status,
-            seconds,
-            scope.get("backpack.user"),
-            scope.get("backpack.request_id", ""),
+        """Note one answered request for the metrics and the log (on every request: one
+        tuple appended; `drain` counts and logs them in bulk, about once a second)."""
+        requests = self._requests
+        requests.append(
+            (
+                scope["method"],
+                scope["path"],
+                status,
+                seconds,
+                scope.get("backpack.user"),
+                scope.get("backpack.request_id", ""),
+                time.time(),
+            )
         )
+        if len(requests) >= REQUEST_BATCH or self.log.streaming:
+            self.drain()
+
+    def drain(self) -> None:
+        """Count and log the requests noted since the last drain (before any read of them)."""
+        batch = self._requests
+        if batch:
+            self._requests = []
+            self.metrics.observe_many(batch)
+            self.log.requests(batch)
 
     async def _unavailable(self, scope: Scope, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -507,7 +526,9 @@ class EmbeddedRuntime:
     def logs(
         self, name: str, after: str | None, limit: int, matcher: LogFilter
     ) -> list[JSONObject]:
-        return self._get(name).log.read(after, limit, matcher)
+        instance = self._get(name)
+        instance.drain()
+        return instance.log.read(after, limit, matcher)
 
     async def secret_key(self, name: str) -> str:
         instance = self._get(name)

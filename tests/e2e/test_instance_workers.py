@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -168,6 +169,35 @@ def test_definitions_changed_through_one_worker_hold_on_all(
             lambda c: c.get("/api/buckets/pics").json().get("max_size") == 10, "the new bucket"
         )
         anonymous.close()
+    finally:
+        stop_process(server.process)
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_writes_right_after_a_collection_appears_never_conflict(
+    tmp_path: Path, services: tuple[PrivatePostgres, PrivateRedis]
+) -> None:
+    """A write that makes a collection on one worker, and writes to it at once on the other
+    (which has not heard of it yet): the second worker learns it instead of answering 409."""
+    postgres, redis = services
+    database = postgres.create_database(f"c{secrets.token_hex(5)}")
+    server = start(tmp_path, {"BACKPACK_DATABASE_URL": database, "BACKPACK_REDIS_URL": redis.url})
+    try:
+        statuses: list[int] = []
+
+        def write(name: str, number: int) -> None:
+            with server.client() as fresh:  # a connection of its own: either worker
+                response = fresh.post(f"/api/collections/{name}/records", json={"n": number})
+                statuses.append(response.status_code)
+
+        for round_ in range(8):
+            name = f"made_{round_}"
+            threads = [threading.Thread(target=write, args=(name, n)) for n in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert statuses == [201] * 48, statuses
     finally:
         stop_process(server.process)
     assert "Traceback" not in server.log(), server.log()

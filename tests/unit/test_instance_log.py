@@ -6,7 +6,6 @@ import asyncio
 import re
 from pathlib import Path
 
-import orjson
 import pytest
 
 from backpack.errors import BadRequest
@@ -18,6 +17,7 @@ from backpack.platform.logs import (
     TAIL_ENTRIES,
     InstanceLog,
     LogFilter,
+    parse_entries,
 )
 
 T0 = 1_700_000_000.25  # 2023-11-14T22:13:20.250Z
@@ -37,11 +37,12 @@ def log_get(log: InstanceLog, n: int, status: int = 200, user: str | None = "u1"
 
 
 def stored(directory: Path) -> list[dict[str, object]]:
-    lines: list[bytes] = []
+    """The entries in the files (requests are stored in batch lines: see logs.py)."""
+    data = b""
     for name in (ROTATED_FILE, LOG_FILE):
         if (directory / name).exists():
-            lines += (directory / name).read_bytes().splitlines()
-    return [orjson.loads(line) for line in lines]
+            data += (directory / name).read_bytes()
+    return parse_entries(data)
 
 
 def test_a_request_entry_has_the_documented_shape(tmp_path: Path) -> None:
@@ -377,8 +378,8 @@ async def test_a_subscription_follows_the_other_workers_files(tmp_path: Path) ->
 
 
 def stored_worker(directory: Path, worker: int) -> list[dict[str, object]]:
-    lines: list[bytes] = []
+    data = b""
     for name in (f"log.w{worker}.1.jsonl", f"log.w{worker}.jsonl"):
         if (directory / name).exists():
-            lines += (directory / name).read_bytes().splitlines()
-    return [orjson.loads(line) for line in lines]
+            data += (directory / name).read_bytes()
+    return parse_entries(data)
