@@ -173,12 +173,7 @@ def _serve_workers(
             f"--workers runs backpacks in the server's own processes: use it with "
             f"--runtime embedded, not {runtime_kind}."
         )
-    services = configured_services()
-    if services.bus_url is None:
-        raise click.ClickException(
-            f"--workers {workers} needs a bus the workers share: set BACKPACK_REDIS_URL "
-            "(or BACKPACK_DATABASE_URL, for PostgreSQL's LISTEN/NOTIFY)."
-        )
+    configured_services(workers=workers)
     with _serve_lock(data_dir):
         try:
             sock = bind(host, port)

@@ -82,12 +82,7 @@ def serve_instance(data_dir: Path, host: str, port: int, workers: int, log_level
         key = load_secret_key(data_dir)
     except BackpackError as exc:
         raise click.ClickException(exc.message) from None
-    services = configured_services()
-    if workers > 1 and services.bus_url is None:
-        raise click.ClickException(
-            f"--workers {workers} needs a bus the workers share: set BACKPACK_REDIS_URL "
-            "(or BACKPACK_DATABASE_URL, for PostgreSQL's LISTEN/NOTIFY)."
-        )
+    services = configured_services(workers=workers)
     if key.generated:
         console.print(
             Panel.fit(

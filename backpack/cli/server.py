@@ -48,10 +48,11 @@ LOG_LEVEL_OPTION = click.option(
 )
 
 
-def configured_services(*, check: bool = True) -> Services:
+def configured_services(*, check: bool = True, workers: int = 1) -> Services:
     """The services the environment configures (BACKPACK_DATABASE_URL, …), checked to answer.
 
-    A missing or misconfigured service stops the command with one clear sentence.
+    A missing or misconfigured service stops the command with one clear sentence; so
+    does more than one worker without a bus they can share.
     """
     try:
         services = Services.from_env()
@@ -59,4 +60,9 @@ def configured_services(*, check: bool = True) -> Services:
             asyncio.run(services.check())
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
+    if workers > 1 and services.bus_url is None:
+        raise click.ClickException(
+            f"--workers {workers} needs a bus the workers share: set BACKPACK_REDIS_URL "
+            "(or BACKPACK_DATABASE_URL, for PostgreSQL's LISTEN/NOTIFY)."
+        )
     return services

@@ -293,8 +293,6 @@ class InstanceLog:
         self._rotated = directory / rotated
         self._offset = 0 if worker is None else worker
         self._step = 1 if worker is None else WORKER_ID_STEP  # between consecutive ids
-        if worker is not None:  # the single process's hot path stays as it is
-            self._next_id = self._next_worker_id  # type: ignore[method-assign]
         self._followed: dict[Path, tuple[int, int]] | None = None  # other files: inode, offset
         self._followed_at = 0.0
         self._half = max_bytes // 2
@@ -306,10 +304,6 @@ class InstanceLog:
         self._tail: deque[tuple[bytes, int]] = deque()
         self._tail_entries = 0
         self._subscribers: set[Subscription] = set()
-        self._second = -1
-        self._second_text = b""
-        self._ms = -1
-        self._ms_text = b""
         self._flush_at = FLUSH_BYTES
         directory.mkdir(parents=True, exist_ok=True)
         self._size = cut_partial_line(self._file)
@@ -527,39 +521,17 @@ class InstanceLog:
         for subscription in list(self._subscribers):
             subscription.close()
 
-    def _next_id(self) -> tuple[bytes, bytes]:
-        """A new entry's id and time, as ASCII (the time's text is made once per millisecond)."""
-        ms = int(self._clock() * 1000)
-        following = self._last_id + 1
-        floor = ms * 1000
+    def _next_id(self) -> tuple[str, str]:
+        """A new event's id and time (a batch of requests numbers itself in `requests`)."""
+        now = self._clock()
+        floor = int(now * 1000) * 1000 + self._offset  # time-based, ≡ the worker's number
+        following = self._last_id + self._step
         self._last_id = ident = following if following > floor else floor
-        if ms != self._ms:
-            self._ms = ms
-            second = ms // 1000
-            if second != self._second:
-                self._second = second
-                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
-            self._ms_text = b"%s.%03dZ" % (self._second_text, ms % 1000)
-        return b"%016d" % ident, self._ms_text
-
-    def _next_worker_id(self) -> tuple[bytes, bytes]:
-        """`_next_id` of a worker: ids ≡ its number modulo WORKER_ID_STEP."""
-        ms = int(self._clock() * 1000)
-        following = self._last_id + WORKER_ID_STEP
-        floor = ms * 1000 + self._offset
-        self._last_id = ident = following if following > floor else floor
-        if ms != self._ms:
-            self._ms = ms
-            second = ms // 1000
-            if second != self._second:
-                self._second = second
-                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
-            self._ms_text = b"%s.%03dZ" % (self._second_text, ms % 1000)
-        return b"%016d" % ident, self._ms_text
+        return f"{ident:016d}", _time_text(now)
 
     def _stamp(self, entry_type: str) -> JSONObject:
         ident, stamp = self._next_id()
-        return {"id": ident.decode(), "time": stamp.decode(), "type": entry_type}
+        return {"id": ident, "time": stamp, "type": entry_type}
 
     def _append(self, entry: JSONObject) -> None:
         try:

@@ -224,6 +224,11 @@ class EmbeddedInstance:
             return
         await app(scope, receive, send)  # HTTP requests come back through _record
 
+    @property
+    def serving(self) -> bool:
+        """Whether requests reach the backpack now (else they are answered 503)."""
+        return self.app is not None
+
     async def site(
         self,
         scope: Scope,
@@ -235,7 +240,7 @@ class EmbeddedInstance:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return
-        if self.app is None:
+        if not self.serving:
             await self._unavailable(scope, send)
             return
         server = self.site_server

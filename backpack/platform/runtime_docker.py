@@ -32,7 +32,6 @@ import socket
 import stat
 import tarfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -299,29 +298,9 @@ class ContainerInstance(EmbeddedInstance):
         elif scope["type"] == "websocket":
             await self._relay_socket(base, scope, receive, send)
 
-    async def site(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        path: str,
-        extra_headers: Sequence[tuple[bytes, bytes]] = (),
-    ) -> None:
-        if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        if self.state != RUNNING:
-            await self._unavailable(scope, send)
-            return
-        server = self.site_server
-        request_id = request_id_of(scope)
-        scope["backpack.request_id"] = request_id.decode()
-        headers = (*extra_headers, (b"x-request-id", request_id))
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await server(scope, receive, send, path, headers)
-
-        await self._observed(app, scope, receive, send)
+    @property
+    def serving(self) -> bool:
+        return self.state == RUNNING
 
     async def _relay_http(self, base: str, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
@@ -443,6 +422,20 @@ def _forwarded_headers(scope: Scope, request_id: bytes) -> list[tuple[bytes, byt
         headers.append((b"x-forwarded-prefix", root_path.encode()))
     headers.append((b"x-request-id", request_id))
     return headers
+
+
+def _put_archive(container: Any, path: str, archive: bytes, attempts: int = 3) -> None:
+    """Copy `archive` into the container; podman's API sometimes drops the copy
+    ("passing bulk input to subprocess: … broken pipe"), so a failed copy is tried again."""
+    docker = _sdk()
+    for attempt in range(attempts):
+        try:
+            container.put_archive(path, archive)
+            return
+        except docker.errors.APIError as exc:
+            if "broken pipe" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _reason(exc: BaseException) -> str:
@@ -639,7 +632,7 @@ class DockerRuntime(EmbeddedRuntime):
             cap_drop=["ALL"],
             detach=True,
         )
-        container.put_archive(DATA_MOUNT, _key_archive(key))
+        _put_archive(container, DATA_MOUNT, _key_archive(key))
         container.start()
         return f"http://{address}:{port}"
 
