@@ -138,6 +138,13 @@ def _row_error(exc: Exception, record_id: str) -> BackpackError | None:
     return None
 
 
+async def _no_session_reset(conn: Any) -> None:
+    """The pool's reset on release, after asyncpg's own (which rolls back a transaction left
+    open): nothing more. The default would send a reset query (`RESET ALL; CLOSE ALL;
+    UNLISTEN *; …`), a second round trip on every request, for session state this adapter
+    never sets: no SET, LISTEN or session advisory lock; cursors live in transactions."""
+
+
 class PostgresStorage:
     def __init__(self, url: str, *, min_size: int = 0, max_size: int = 10) -> None:
         self.url = url
@@ -157,6 +164,7 @@ class PostgresStorage:
                 max_size=self.max_size,
                 timeout=_CONNECT_TIMEOUT,
                 server_settings={"application_name": "backpack"},
+                reset=_no_session_reset,
             )
         except (*_UNAVAILABLE, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise Unavailable(f"Cannot connect to PostgreSQL at {where}: {exc}") from None
@@ -194,8 +202,14 @@ class PostgresStorage:
             if pool is None:
                 raise Unavailable("The database is closed.")
             try:
-                async with pool.acquire(timeout=_ACQUIRE_TIMEOUT) as conn:
+                # asyncio.timeout, not acquire(timeout=…): asyncpg would run the acquire,
+                # and the release, each in a task of its own (wait_for) on every request.
+                async with asyncio.timeout(_ACQUIRE_TIMEOUT):
+                    conn = await pool.acquire()
+                try:
                     return await work(conn)
+                finally:
+                    await pool.release(conn)
             except Exception as exc:
                 if not _lost(exc):
                     raise
