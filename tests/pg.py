@@ -105,3 +105,35 @@ class PgLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+
+def database_exists(database: str) -> bool:
+    async def work() -> bool:
+        conn = await pg_connect("postgres")
+        try:
+            found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+            return found is not None
+        finally:
+            await conn.close()
+
+    return run_elsewhere(work)
+
+
+def databases_named(prefix: str) -> set[str]:
+    """The databases whose names start with `prefix`."""
+
+    async def work() -> set[str]:
+        conn = await pg_connect("postgres")
+        try:
+            sql = "SELECT datname FROM pg_database WHERE starts_with(datname, $1)"
+            return {str(row[0]) for row in await conn.fetch(sql, prefix)}
+        finally:
+            await conn.close()
+
+    return run_elsewhere(work)
+
+
+def drop_databases_named(prefix: str) -> None:
+    """Drop every database whose name starts with `prefix`."""
+    for name in databases_named(prefix):
+        run_elsewhere(lambda name=name: pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -17,7 +17,7 @@ import httpx
 
 from tests import engine
 from tests.conftest import free_port, launch, stop_process
-from tests.pg import pg_admin, pg_connect, run_elsewhere
+from tests.pg import database_exists, pg_admin, run_elsewhere
 
 ADMIN_EMAIL = "root@example.com"
 ADMIN_PASSWORD = "admin password 1"
@@ -188,17 +188,7 @@ def storage_exists(data_dir: Path, name: str) -> bool:
     SQLite file, or on the postgres test engine its database."""
     if not engine.POSTGRES:
         return (data_dir / "instances" / name / "backpack.db").is_file()
-    database = engine.backpack_database(data_dir, name)
-
-    async def exists() -> bool:
-        conn = await pg_connect("postgres")
-        try:
-            found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
-            return found is not None
-        finally:
-            await conn.close()
-
-    return run_elsewhere(exists)
+    return database_exists(engine.backpack_database(data_dir, name))
 
 
 def corrupt_storage(data_dir: Path, name: str) -> None:

@@ -21,7 +21,7 @@ from tests.e2e.control_helpers import (
     running_deployment,
     secret_key,
 )
-from tests.pg import pg_connect, run_elsewhere
+from tests.pg import database_exists, pg_connect, run_elsewhere
 
 
 def collections_in(database: str) -> list[str]:
@@ -32,18 +32,6 @@ def collections_in(database: str) -> list[str]:
         try:
             rows = await conn.fetch("SELECT name FROM _collections ORDER BY name")
             return [str(row[0]) for row in rows]
-        finally:
-            await conn.close()
-
-    return run_elsewhere(work)
-
-
-def database_exists(database: str) -> bool:
-    async def work() -> bool:
-        conn = await pg_connect("postgres")
-        try:
-            found = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
-            return found is not None
         finally:
             await conn.close()
 

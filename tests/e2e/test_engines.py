@@ -25,37 +25,13 @@ from tests.e2e.control_helpers import (
     secret_key,
 )
 from tests.e2e.helpers import error_of
-from tests.pg import PG_SERVER, pg_connect, run_elsewhere
+from tests.pg import PG_SERVER, databases_named, drop_databases_named
 
 REDIS = "redis://127.0.0.1:6379/0"
 
 
 def databases(prefix: str) -> set[str]:
-    async def work() -> set[str]:
-        conn = await pg_connect("postgres")
-        try:
-            rows = await conn.fetch(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix + "_"
-            )
-        finally:
-            await conn.close()
-        return {str(row[0]) for row in rows}
-
-    return run_elsewhere(work)
-
-
-def drop_databases(prefix: str) -> None:
-    async def work() -> None:
-        conn = await pg_connect("postgres")
-        try:
-            for row in await conn.fetch(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix + "_"
-            ):
-                await conn.execute(f'DROP DATABASE IF EXISTS "{row[0]}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    run_elsewhere(work)
+    return databases_named(prefix + "_")
 
 
 @pytest.fixture
@@ -67,7 +43,7 @@ def scale_out() -> Iterator[dict[str, str]]:
         "BACKPACK_REDIS_URL": REDIS,
         "BACKPACK_DEPLOYMENT": deployment,
     }
-    drop_databases(deployment)
+    drop_databases_named(deployment + "_")
 
 
 def cli(data: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

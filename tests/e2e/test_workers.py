@@ -34,7 +34,7 @@ from tests.e2e.control_helpers import (
     secret_key,
     set_up,
 )
-from tests.pg import PG_SERVER, pg_connect, run_elsewhere
+from tests.pg import PG_SERVER, drop_databases_named, run_elsewhere
 
 T = TypeVar("T")
 REDIS = "redis://127.0.0.1:6379/0"
@@ -54,16 +54,6 @@ def scale_out_env(deployment: str) -> dict[str, str]:
 def drop_deployment(deployment: str) -> None:
     """Drop the deployment's databases and delete its Redis keys."""
 
-    async def databases() -> None:
-        conn = await pg_connect("postgres")
-        try:
-            for row in await conn.fetch(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", deployment + "_"
-            ):
-                await conn.execute(f'DROP DATABASE IF EXISTS "{row[0]}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
     async def keys() -> None:
         from redis.asyncio import Redis
 
@@ -75,7 +65,7 @@ def drop_deployment(deployment: str) -> None:
         finally:
             await client.aclose()
 
-    run_elsewhere(databases)
+    drop_databases_named(deployment + "_")
     run_elsewhere(keys)
 
 
