@@ -33,6 +33,7 @@ from backpack.cli.server import (
     HOST_OPTION,
     LOG_LEVEL_OPTION,
     PORT_OPTION,
+    WORKERS_OPTION,
     configured_services,
     uvicorn_options,
 )
@@ -144,16 +145,6 @@ def open_runtime(kind: str, root: Path, domain: str) -> EmbeddedRuntime | None:
             f"--runtime {kind} needs the Docker Engine API: {exc} Start Docker (or podman's "
             "`podman system service`), set DOCKER_HOST, or use --runtime embedded."
         ) from None
-
-
-WORKERS_OPTION = click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Processes serving the one port (more than 1 needs BACKPACK_REDIS_URL or "
-    "BACKPACK_DATABASE_URL).",
-)
 
 
 def _serve_workers(

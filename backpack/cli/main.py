@@ -17,6 +17,7 @@ from backpack.cli.server import (
     HOST_OPTION,
     LOG_LEVEL_OPTION,
     PORT_OPTION,
+    WORKERS_OPTION,
     configured_services,
     uvicorn_options,
 )
@@ -49,14 +50,7 @@ def cli() -> None:
 )
 @HOST_OPTION
 @PORT_OPTION
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Processes serving the one port (more than 1 needs BACKPACK_REDIS_URL or "
-    "BACKPACK_DATABASE_URL, so that realtime events reach every worker).",
-)
+@WORKERS_OPTION
 @LOG_LEVEL_OPTION
 def serve_instance(data_dir: Path, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve one backpack alone at / (the API lives under /api).

@@ -39,6 +39,14 @@ HOST_OPTION = click.option(
 PORT_OPTION = click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port."
 )
+WORKERS_OPTION = click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the one port (more than 1 needs BACKPACK_REDIS_URL or "
+    "BACKPACK_DATABASE_URL, so that realtime events reach every worker).",
+)
 LOG_LEVEL_OPTION = click.option(
     "--log-level",
     default="warning",

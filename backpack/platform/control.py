@@ -329,22 +329,27 @@ class ControlPlane:
 
     async def create_instance(self, name: object, origin: str) -> JSONObject:
         checked = check_name(name)
-        # Other workers leave a backpack alone until its creator has made it.
-        config: JSONObject = {PROVISIONING: True} if self.worker is not None else {}
-        record = InstanceRecord(checked, self.runtime.name, RUNNING, now_rfc3339(), config)
         async with self._changing(checked):
-            await self.store.insert_instance(record)  # of two creates of one name, one wins here
-            try:
-                await self.runtime.create(checked)
-            except BaseException:
-                await self.store.delete_instance(checked)
-                raise
-            if self.worker is not None:
-                record = await self.store.update_instance(checked, config={})
-                await self._settled(record)
+            record = await self._provision(checked, lambda: self.runtime.create(checked))
         await self._refresh_stats(checked)
         log.info("created backpack %s", checked)
         return self._json(record, origin)
+
+    async def _provision(self, name: str, make: Callable[[], Awaitable[None]]) -> InstanceRecord:
+        """Register the new backpack `name`, `make()` it (create or restore), and unregister it
+        again if that fails. Other workers leave it alone until it is made."""
+        config: JSONObject = {PROVISIONING: True} if self.worker is not None else {}
+        record = InstanceRecord(name, self.runtime.name, RUNNING, now_rfc3339(), config)
+        await self.store.insert_instance(record)  # of two creates of one name, one wins here
+        try:
+            await make()
+        except BaseException:
+            await self.store.delete_instance(name)
+            raise
+        if self.worker is not None:
+            record = await self.store.update_instance(name, config={})
+            await self._settled(record)
+        return record
 
     async def delete_instance(self, name: str, confirm: str | None) -> None:
         await self._record(name)
@@ -394,17 +399,8 @@ class ControlPlane:
         async with self._changing(checked):
             record = await self.store.get_instance(checked)
             if record is None:
-                config: JSONObject = {PROVISIONING: True} if self.worker is not None else {}
-                record = InstanceRecord(checked, self.runtime.name, RUNNING, now_rfc3339(), config)
-                await self.store.insert_instance(record)
-                try:
-                    await self.runtime.restore(checked, archive)
-                except BaseException:
-                    await self.store.delete_instance(checked)
-                    raise
-                if self.worker is not None:
-                    record = await self.store.update_instance(checked, config={})
-                    await self._settled(record)
+                restore = self.runtime.restore
+                record = await self._provision(checked, lambda: restore(checked, archive))
             else:
                 await self._release(checked)
                 try:
