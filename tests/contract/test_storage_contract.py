@@ -117,6 +117,39 @@ async def test_concurrent_units_fail_alone(storage: Storage) -> None:
     assert page.total == 5
 
 
+async def test_concurrent_creates_each_get_their_own_answer(storage: Storage) -> None:
+    """Creates that arrive together may be written together (PostgreSQL groups them into one
+    statement): each still gets its own answer, and a failing one takes no other down."""
+    await make(storage)
+    await make(storage, "others")
+    await storage.apply([Insert("items", "taken", 1, doc("taken"))])
+    ops = []
+    for i in range(120):
+        match i % 6:
+            case 0:
+                ops.append(Insert("nope", f"n{i}", 1, doc(f"n{i}")))
+            case 1:
+                ops.append(Insert("items", "taken", 1, doc("taken", n=i)))
+            case 2 | 3:
+                ops.append(Insert("others", f"o{i}", 1, doc(f"o{i}", n=i)))
+            case _:
+                ops.append(Insert("items", f"i{i}", 1, doc(f"i{i}", n=i)))
+    results = await asyncio.gather(*(storage.apply([op]) for op in ops), return_exceptions=True)
+    for i, result in enumerate(results):
+        expected = {0: NotFound, 1: AlreadyExists}.get(i % 6)
+        if expected is None:
+            assert result is None, (i, result)
+        else:
+            assert isinstance(result, expected), (i, result)
+    items = await storage.query(Query("items", MATCH_ALL, (IndexKey(("id",)),), 200, count=True))
+    others = await storage.query(Query("others", MATCH_ALL, (IndexKey(("id",)),), 200, count=True))
+    assert (items.total, others.total) == (1 + 40, 40)
+    taken = await storage.get("items", "taken")
+    assert taken is not None and "n" not in jsonutil.loads(taken.doc)
+    found = await storage.get("others", "o3")
+    assert found is not None and jsonutil.loads(found.doc)["n"] == 3
+
+
 async def test_unique_index_tells_types_apart(storage: Storage) -> None:
     await make(storage, "items", IndexDef("u", (IndexKey(("k",)),), unique=True))
     await storage.apply([Insert("items", "a", 1, doc("a", k=1))])

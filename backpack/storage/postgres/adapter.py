@@ -66,6 +66,8 @@ _SCHEMA_LOCK: Final = 0x6270_7374_6F72  # advisory lock id: one worker creates t
 _ACQUIRE_TIMEOUT: Final = 15.0  # seconds a request waits for a free connection
 _CONNECT_TIMEOUT: Final = 10.0
 _CHECK_CHUNK: Final = 500  # rows fetched at a time for check_existing and re-tested scans
+_MAX_GROUP: Final = 256  # single-record creates sent as one statement
+_GROUP_FLUSHERS: Final = 2  # grouped statements in flight at once, per process
 _ROW_OPS = (Insert, Update, Delete)
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS _collections (
@@ -152,6 +154,8 @@ class PostgresStorage:
         self.max_size = max_size
         self._pool: Any = None
         self._tables: dict[str, str] = {}
+        self._pending: list[_PendingInsert] = []
+        self._flushers = 0
 
     # lifecycle
 
@@ -424,6 +428,9 @@ class PostgresStorage:
     async def apply(self, ops: Sequence[WriteOp]) -> None:
         if not ops:
             return
+        if len(ops) == 1 and isinstance(ops[0], Insert):
+            await self._insert_grouped(ops[0])
+            return
         for attempt in range(2):
             try:
                 changes = await self._run(lambda conn: self._apply(conn, ops), retry=False)
@@ -438,6 +445,88 @@ class PostgresStorage:
                 else:
                     self._tables[name] = table
             return
+
+    # Group commit of creates. Many clients creating records at once would each cost a
+    # statement, a commit and a WAL flush; instead, creates that arrive while earlier ones are
+    # being written wait and go together as one multi-row INSERT (one commit, one flush), as
+    # the SQLite adapter's writer groups its units. A lone create goes at once, alone. If the
+    # grouped statement fails (a duplicate id or unique value), each create of the group is
+    # sent again on its own, so each gets its own answer and only the faulty ones fail.
+
+    async def _insert_grouped(self, op: Insert) -> None:
+        pending = _PendingInsert(op, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        if self._flushers < _GROUP_FLUSHERS:
+            self._flushers += 1
+            asyncio.get_running_loop().create_task(self._flush_inserts())
+        await pending.future
+
+    async def _flush_inserts(self) -> None:
+        try:
+            while self._pending:
+                group = [p for p in self._pending[:_MAX_GROUP] if not p.future.done()]
+                del self._pending[:_MAX_GROUP]
+                if group:
+                    await self._insert_group(group)
+        finally:
+            self._flushers -= 1
+
+    async def _insert_group(self, group: list[_PendingInsert]) -> None:
+        by_collection: dict[str, list[_PendingInsert]] = {}
+        for pending in group:
+            by_collection.setdefault(pending.op.collection, []).append(pending)
+        for members in by_collection.values():
+            try:
+                await self._insert_members(members)
+            except Exception as exc:  # each create's answer, not the flusher's
+                _settle(members, exc)
+
+    async def _insert_members(self, members: list[_PendingInsert]) -> None:
+        for attempt in range(2):
+            try:
+                await self._run(_bind_members(self._insert_rows, members), retry=False)
+                return
+            except _TableGone:
+                if attempt:
+                    raise Unavailable("The collection's table changed during the write.") from None
+                await self._reload_tables()
+
+    async def _insert_rows(self, conn: Any, members: list[_PendingInsert]) -> None:
+        """Insert the members' rows (one collection's); settle each member's future."""
+        try:
+            if len(members) > 1:
+                table = _quote(await self._table(conn, members[0].op.collection, {}))
+                columns: tuple[list[Any], ...] = ([], [], [], [])
+                for pending in members:
+                    op = pending.op
+                    for column, value in zip(
+                        columns, (op.id, op.version, op.doc, pg_data(op.doc)), strict=True
+                    ):
+                        column.append(value)
+                try:
+                    await conn.execute(
+                        f"INSERT INTO {table} (id, version, doc, data) SELECT i, v, d, j::jsonb "
+                        "FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) "
+                        "AS u(i, v, d, j)",
+                        *columns,
+                    )
+                except asyncpg.PostgresError as exc:
+                    if isinstance(exc, asyncpg.UndefinedTableError) or _lost(exc):
+                        raise
+                else:
+                    _settle(members, None)
+                    return
+            for pending in members:  # one at a time: each its own answer
+                try:
+                    await self._apply_op(conn, pending.op, {}, 0)
+                except (BackpackError, asyncpg.PostgresError) as exc:
+                    if isinstance(exc, asyncpg.UndefinedTableError) or _lost(exc):
+                        raise
+                    _settle([pending], exc)
+                else:
+                    _settle([pending], None)
+        except asyncpg.UndefinedTableError:
+            raise _TableGone() from None
 
     async def _apply(self, conn: Any, ops: Sequence[WriteOp]) -> dict[str, str | None]:
         """Apply `ops` in one transaction; the collection → table changes it made."""
@@ -603,6 +692,32 @@ class PostgresStorage:
                     yield str(row[0]), str(row[1])
 
         await asyncio.to_thread(op.check_existing, rows())
+
+
+class _PendingInsert:
+    """A create waiting to be written with others (`PostgresStorage._insert_grouped`)."""
+
+    __slots__ = ("future", "op")
+
+    def __init__(self, op: Insert, future: asyncio.Future[None]) -> None:
+        self.op = op
+        self.future = future
+
+
+def _settle(members: Sequence[_PendingInsert], error: BaseException | None) -> None:
+    for pending in members:
+        if pending.future.done():
+            continue
+        if error is None:
+            pending.future.set_result(None)
+        else:
+            pending.future.set_exception(error)
+
+
+def _bind_members(
+    work: Callable[[Any, list[_PendingInsert]], Awaitable[None]], members: list[_PendingInsert]
+) -> Callable[[Any], Awaitable[None]]:
+    return lambda conn: work(conn, members)
 
 
 def _bind(work: Callable[[Any, str], Awaitable[T]], table: str) -> Callable[[Any], Awaitable[T]]:
