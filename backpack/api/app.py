@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from backpack.api.context import InstanceContext
 from backpack.api.http import (
@@ -68,6 +69,42 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+_PREFIX = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+")  # no empty, . or .. segment
+
+
+def check_forwarded_prefix(prefix: str) -> str:
+    """`prefix` without a trailing slash, if it is a clean path prefix (`/i/todo`)."""
+    prefix = prefix.rstrip("/")
+    if not _PREFIX.fullmatch(prefix) or len(prefix) > 200:
+        raise ValueError(f"{prefix[:60]!r} is not a path prefix like /i/todo.")
+    return prefix
+
+
+class ForwardedPrefix:
+    """A backpack a proxy also serves under a path prefix (the control plane's `/i/NAME` in
+    front of a container, while Traefik serves `NAME.DOMAIN` at the root).
+
+    A request whose X-Forwarded-Prefix ends with `prefix` gets that value as its
+    root path, so its session cookie is scoped to the prefix and its links carry it,
+    exactly as when the control plane runs the backpack in its own process. Any other
+    value is ignored: a client reaching the backpack directly can only choose between
+    the two forms it already has.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], prefix: str):
+        self.app = app
+        self.prefix = check_forwarded_prefix(prefix)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            value = _header(scope, b"x-forwarded-prefix")
+            if value is not None:
+                value = value.rstrip("/")
+                if value.endswith(self.prefix) and _PREFIX.fullmatch(value) and len(value) <= 200:
+                    scope = {**scope, "root_path": value}
+        await self.app(scope, receive, send)
 
 
 def error_response(exc: BackpackError) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -24,7 +25,7 @@ from backpack.cli.server import (
 from backpack.cli.users import users
 
 if TYPE_CHECKING:
-    from backpack.api.app import BackpackApp
+    from backpack.api.app import BackpackApp, ForwardedPrefix
 from backpack.errors import BackpackError
 
 console = Console(stderr=True)
@@ -40,6 +41,9 @@ def cli() -> None:
     """
 
 
+_PREFIX_ENV = "BACKPACK_FORWARDED_PREFIX"
+
+
 @cli.command("serve-instance")
 @click.option(
     "--data",
@@ -52,7 +56,24 @@ def cli() -> None:
 @PORT_OPTION
 @WORKERS_OPTION
 @LOG_LEVEL_OPTION
-def serve_instance(data_dir: Path, host: str, port: int, workers: int, log_level: str) -> None:
+@click.option(
+    "--forwarded-prefix",
+    envvar=_PREFIX_ENV,
+    default=None,
+    metavar="PREFIX",
+    callback=lambda ctx, param, value: _checked_prefix(value),
+    help="Path prefix a proxy in front also serves this backpack under (e.g. /i/todo): "
+    "requests carrying it in X-Forwarded-Prefix get cookies and links scoped to it. "
+    f"Set by the docker and swarm runtimes. [env: {_PREFIX_ENV}]",
+)
+def serve_instance(
+    data_dir: Path,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    forwarded_prefix: str | None,
+) -> None:
     """Serve one backpack alone at / (the API lives under /api).
 
     The secret key comes from BACKPACK_SECRET_KEY (a bpk_… string) or from
@@ -87,9 +108,11 @@ def serve_instance(data_dir: Path, host: str, port: int, workers: int, log_level
         )
     console.print(f"Backpack {__version__} serving {data_dir} at http://{host}:{port}/api")
     if workers == 1:
-        app = build_instance_app(data_dir, key.value, services)
+        app = _prefixed(build_instance_app(data_dir, key.value, services), forwarded_prefix)
         uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level))
         return
+    if forwarded_prefix is not None:
+        os.environ[_PREFIX_ENV] = forwarded_prefix
     # Each worker builds its own app (uvicorn restarts one that dies); the key is on disk
     # or in the environment already, so every worker loads the same one.
     os.environ[_INSTANCE_DATA_ENV] = str(data_dir.resolve())
@@ -103,16 +126,81 @@ def serve_instance(data_dir: Path, host: str, port: int, workers: int, log_level
     )
 
 
+@cli.command("backup-data")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The data directory of a `backpack serve-instance` (it may be serving).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The archive to write (a tar file).",
+)
+def backup_data(data_dir: Path, output: Path) -> None:
+    """Back up the backpack of a `serve-instance` data directory to one archive.
+
+    The same archive as `backpack instances backup` (records, files, key, a
+    manifest with checksums), taken online: a server using DATA keeps serving.
+    Records in PostgreSQL (BACKPACK_DATABASE_URL, as for serve-instance) are
+    copied from one snapshot into the archive's SQLite file.
+    `backpack instances restore NAME ARCHIVE` brings it into a deployment. The
+    docker and swarm runtimes back up their containers' volumes with it.
+    """
+    from backpack.cli.deployment import _progress
+    from backpack.platform.engines import backup_directory
+
+    services = configured_services()
+    directory = data_dir.resolve()
+    try:
+        with _progress() as bar:
+            task = bar.add_task(f"Backing up {data_dir}", total=None)
+            asyncio.run(
+                backup_directory(
+                    directory,
+                    output.resolve(),
+                    name=directory.name,
+                    services=services,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+            )
+    except BackpackError as exc:
+        raise click.ClickException(exc.message) from None
+    console.print(f"Wrote {output}.")
+
+
 _INSTANCE_DATA_ENV = "BACKPACK_INSTANCE_DATA"
 
 
-def instance_app_from_env() -> BackpackApp:
+def instance_app_from_env() -> BackpackApp | ForwardedPrefix:
     """A `serve-instance --workers` worker's app: the data directory its parent named."""
     from backpack.platform.instance import build_instance_app, load_secret_key
     from backpack.platform.services import Services
 
     data_dir = Path(os.environ[_INSTANCE_DATA_ENV])
-    return build_instance_app(data_dir, load_secret_key(data_dir).value, Services.from_env())
+    app = build_instance_app(data_dir, load_secret_key(data_dir).value, Services.from_env())
+    return _prefixed(app, os.environ.get(_PREFIX_ENV) or None)
+
+
+def _checked_prefix(value: str | None) -> str | None:
+    from backpack.api.app import check_forwarded_prefix
+
+    if not value:
+        return None
+    try:
+        return check_forwarded_prefix(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--forwarded-prefix") from None
+
+
+def _prefixed(app: BackpackApp, prefix: str | None) -> BackpackApp | ForwardedPrefix:
+    from backpack.api.app import ForwardedPrefix
+
+    return app if prefix is None else ForwardedPrefix(app, prefix)
 
 
 cli.add_command(serve)

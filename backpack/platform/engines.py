@@ -15,7 +15,10 @@ is the backpack, and a failed or interrupted move leaves the old copy in use.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -24,6 +27,8 @@ from backpack.core.storage import Storage
 from backpack.core.transfer import copy_records, count_all, fingerprint
 from backpack.errors import BadRequest, Conflict, Unavailable
 from backpack.fsutil import fsync_dir
+from backpack.platform.backup import Progress as BackupProgress
+from backpack.platform.backup import create_backup
 from backpack.platform.instance import DATABASE_FILE
 from backpack.platform.services import Services
 from backpack.storage.sqlite.adapter import SqliteStorage
@@ -95,6 +100,44 @@ async def dump_to_sqlite(source: Storage, database: Path) -> dict[str, int]:
         return await copy_verified(source, target)
     finally:
         await target.close()
+
+
+async def backup_directory(
+    directory: Path,
+    out: Path,
+    *,
+    name: str,
+    services: Services,
+    live: Storage | None = None,
+    progress: BackupProgress | None = None,
+) -> None:
+    """Archive the backpack whose directory is `directory` (and whose records are where
+    `services` say) to `out`, online. SQLite records are snapshot by SQLite itself; records
+    in PostgreSQL (`live`: the serving process's own storage, else a connection of its own)
+    are copied from one snapshot into an SQLite file of the archive's layout, so every
+    backup restores on either engine."""
+    if services.database_url is None:
+        await asyncio.to_thread(create_backup, directory, out, name=name, progress=progress)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=".backup-db-", dir=directory))
+    try:
+        database = scratch / DATABASE_FILE
+        if live is not None:
+            await dump_to_sqlite(live, database)
+        else:
+            from backpack.storage.postgres import PostgresStorage
+
+            store = PostgresStorage(services.database_url, max_size=2)
+            await store.open()
+            try:
+                await dump_to_sqlite(store, database)
+            finally:
+                await store.close()
+        await asyncio.to_thread(
+            create_backup, directory, out, name=name, progress=progress, database=database
+        )
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
 
 
 async def load_from_sqlite(

@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -27,12 +26,12 @@ from backpack.api.context import InstanceContext
 from backpack.api.http import Receive, Scope, Send
 from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
 from backpack.platform.backup import Progress as BackupProgress
-from backpack.platform.backup import create_backup, restore_backup
+from backpack.platform.backup import restore_backup
 from backpack.platform.engines import (
     POSTGRES,
     SQLITE,
     Progress,
-    dump_to_sqlite,
+    backup_directory,
     load_from_sqlite,
     move,
     read_engine,
@@ -43,7 +42,6 @@ from backpack.platform.instance import (
     DATABASE_FILE,
     build_instance,
     load_secret_key,
-    open_storage,
     store_secret_key,
 )
 from backpack.platform.logs import REQUEST_BATCH, InstanceLog, LogFilter, RequestRecord
@@ -480,34 +478,15 @@ class EmbeddedRuntime:
         layout, so every backup restores on either engine.
         """
         instance = self._get(name)
-        if read_engine(instance.directory) != POSTGRES:
-            await asyncio.to_thread(
-                create_backup, instance.directory, out, name=name, progress=progress
-            )
-            return
-        scratch = Path(tempfile.mkdtemp(prefix=".backup-db-", dir=instance.directory))
-        try:
-            database = scratch / DATABASE_FILE
-            ctx = instance.ctx
-            if ctx is not None:
-                await dump_to_sqlite(ctx.data.storage, database)
-            else:
-                store = open_storage(instance.directory, instance.storage_services())
-                await store.open()
-                try:
-                    await dump_to_sqlite(store, database)
-                finally:
-                    await store.close()
-            await asyncio.to_thread(
-                create_backup,
-                instance.directory,
-                out,
-                name=name,
-                progress=progress,
-                database=database,
-            )
-        finally:
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
+        ctx = instance.ctx
+        await backup_directory(
+            instance.directory,
+            out,
+            name=name,
+            services=instance.storage_services(),
+            live=ctx.data.storage if ctx is not None else None,
+            progress=progress,
+        )
 
     async def move(self, name: str, to: str, progress: Progress | None = None) -> dict[str, int]:
         """Move the stopped backpack `name`'s records to the engine `to` (sqlite or postgres)."""

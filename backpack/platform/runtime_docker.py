@@ -27,10 +27,12 @@ import io
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import stat
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,15 @@ import httpx
 from backpack.api.app import error_response, request_id_of
 from backpack.api.http import Receive, Scope, Send
 from backpack.errors import BadRequest, Conflict, Unavailable
-from backpack.platform.instance import KEY_FILE, new_secret_key, store_secret_key
+from backpack.platform.backup import SITE_DIR, create_backup, restore_backup
+from backpack.platform.backup import Progress as BackupProgress
+from backpack.platform.instance import (
+    BLOBS_DIR,
+    DATABASE_FILE,
+    KEY_FILE,
+    new_secret_key,
+    store_secret_key,
+)
 from backpack.platform.names import check_name
 from backpack.platform.runtime import (
     FAILED,
@@ -50,6 +60,7 @@ from backpack.platform.runtime import (
     EmbeddedInstance,
     EmbeddedRuntime,
     Stats,
+    _swap_in,
 )
 
 log = logging.getLogger("backpack.runtime.docker")
@@ -74,6 +85,7 @@ _HOP_BY_HOP: Final = frozenset(
     }
 )
 _LOG_TAIL: Final = 8  # lines of a failed container's output in its reason
+_BACKUP_TIMEOUT: Final = 6 * 3600  # seconds a helper container may take to archive a volume
 
 
 class EngineUnreachable(Exception):
@@ -192,6 +204,7 @@ class ContainerInstance(EmbeddedInstance):
         self.base_url: str | None = None  # where the running container answers
         self.websockets = 0  # realtime connections relayed now
         self._misses = 0  # health probes failed in a row
+        self.seed: Path | None = None  # a restored backpack's data, put into its new volume
 
     # lifecycle
 
@@ -411,6 +424,12 @@ class ContainerInstance(EmbeddedInstance):
             self.websockets -= 1
 
 
+def path_prefix(name: str) -> str:
+    """Where the control plane serves the backpack `name` by path; the container is told
+    (`serve-instance --forwarded-prefix`), so its cookies and links there carry it."""
+    return f"/i/{name}"
+
+
 def _forwarded_headers(scope: Scope, request_id: bytes) -> list[tuple[bytes, bytes]]:
     headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP - {b"host"}]
     client = scope.get("client")
@@ -424,13 +443,18 @@ def _forwarded_headers(scope: Scope, request_id: bytes) -> list[tuple[bytes, byt
     return headers
 
 
-def _put_archive(container: Any, path: str, archive: bytes, attempts: int = 3) -> None:
-    """Copy `archive` into the container; podman's API sometimes drops the copy
-    ("passing bulk input to subprocess: … broken pipe"), so a failed copy is tried again."""
+def _put_archive(container: Any, path: str, archive: bytes | Path, attempts: int = 3) -> None:
+    """Copy `archive` (a tar, or a tar file) into the container; podman's API sometimes drops
+    the copy ("passing bulk input to subprocess: … broken pipe"), so a failed copy is tried
+    again."""
     docker = _sdk()
     for attempt in range(attempts):
         try:
-            container.put_archive(path, archive)
+            if isinstance(archive, Path):
+                with archive.open("rb") as stream:
+                    container.put_archive(path, stream)
+            else:
+                container.put_archive(path, archive)
             return
         except docker.errors.APIError as exc:
             if "broken pipe" not in str(exc).lower() or attempt == attempts - 1:
@@ -450,6 +474,40 @@ def _free_loopback_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A member as the image's user owns its data: 0700 folders, 0600 files."""
+    info.uid = info.gid = IMAGE_UID
+    info.uname = info.gname = ""
+    info.mode = 0o700 if info.isdir() else 0o600
+    return info
+
+
+def _volume_archive(staging: Path, out: Path) -> None:
+    """The volume's part of an unpacked backup (records and files) as a tar for put_archive."""
+    with tarfile.open(out, "w") as tar:
+        for part in (DATABASE_FILE, BLOBS_DIR):
+            if (staging / part).exists():
+                tar.add(staging / part, arcname=part, filter=_owned)
+
+
+def _control_side_of(staging: Path, control: Path) -> None:
+    """The control plane's directory of a restored backpack: its key and site."""
+    control.mkdir(mode=0o700)
+    shutil.copyfile(staging / KEY_FILE, control / KEY_FILE)
+    os.chmod(control / KEY_FILE, 0o600)
+    if (staging / SITE_DIR).is_dir():
+        os.replace(staging / SITE_DIR, control / SITE_DIR)
+
+
+def _add_control_side(control: Path, staging: Path) -> None:
+    """Into an unpacked backup of the volume: the control plane's key (the one in force)
+    and the published site."""
+    shutil.copyfile(control / KEY_FILE, staging / KEY_FILE)
+    if (control / SITE_DIR).is_dir():
+        shutil.rmtree(staging / SITE_DIR, ignore_errors=True)
+        shutil.copytree(control / SITE_DIR, staging / SITE_DIR, symlinks=True)
 
 
 def _key_archive(key: str) -> bytes:
@@ -531,11 +589,57 @@ class DockerRuntime(EmbeddedRuntime):
         await asyncio.to_thread(self._remove_objects, name)
         await asyncio.to_thread(shutil.rmtree, self.root / name, True)
 
+    async def backup(self, name: str, out: Path, progress: BackupProgress | None = None) -> None:
+        """The backpack's archive, taken online: a helper container of the image runs
+        `backpack backup-data` on the data volume (beside the running one, or alone when
+        it is stopped); its archive is checked, given the control plane's side (the key,
+        the site) and written to `out` in the layout every runtime restores."""
+        instance = self._container(name)
+        work = Path(tempfile.mkdtemp(prefix=f".backup-{name}-", dir=self.root))
+        try:
+            from_volume = work / "volume.tar"
+            await asyncio.to_thread(self._backup_volume, name, from_volume)
+            staging = work / "backpack"
+            await asyncio.to_thread(restore_backup, from_volume, staging)  # checks every sum
+            await asyncio.to_thread(_add_control_side, instance.directory, staging)
+            await asyncio.to_thread(create_backup, staging, out, name=name, progress=progress)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
     async def restore(self, name: str, archive: Path) -> None:
-        raise BadRequest(
-            "Restoring a backup is not available with the docker runtime yet: restore into "
-            "an embedded deployment, or copy the data into the backpack's volume."
-        )
+        """Make the backpack `name` what `archive` holds: verified and unpacked first; then
+        its container and volume are replaced by new ones, the volume seeded with the
+        archive's records and files, and the key and site go to the control plane's side."""
+        check_name(name)
+        tag = secrets.token_hex(4)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".restore-{name}-{tag}"
+        await asyncio.to_thread(restore_backup, archive, staging)
+        try:
+            seed = self.root / f".restore-{name}-{tag}.tar"
+            await asyncio.to_thread(_volume_archive, staging, seed)
+            control = self.root / f".restore-{name}-{tag}-control"
+            await asyncio.to_thread(_control_side_of, staging, control)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            raise
+        try:
+            old = self._instances.pop(name, None)
+            if old is not None:
+                await old.stop()
+                old.log.close()
+            await asyncio.to_thread(self._remove_objects, name)
+            replaced = self.root / f".replaced-{name}-{tag}"
+            await asyncio.to_thread(_swap_in, control, self.root / name, replaced)
+            instance = self._register(name)
+            assert isinstance(instance, ContainerInstance)
+            instance.seed = seed
+            instance.log.event("restored", "Restored from a backup.")
+            await instance.start()
+        finally:
+            seed.unlink(missing_ok=True)
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+        self._watch()
 
     async def rotate_key(self, name: str, new_key: str) -> None:
         await super().rotate_key(name, new_key)
@@ -587,12 +691,72 @@ class DockerRuntime(EmbeddedRuntime):
     # the Docker Engine API (blocking: called through asyncio.to_thread)
 
     async def run_container(self, instance: ContainerInstance) -> str:
-        """(Re)create and start the backpack's container with its key; its base URL."""
+        """(Re)create and start the backpack's container with its key; its base URL.
+        A restored backpack's volume is seeded with its archive's data first, once."""
         key = await self.secret_key(instance.name)
-        return await asyncio.to_thread(self._run_container, instance.name, key)
+        url = await asyncio.to_thread(self._run_container, instance.name, key, instance.seed)
+        instance.seed = None
+        return url
 
-    def _run_container(self, name: str, key: str) -> str:
+    def _common(self, name: str) -> dict[str, Any]:
+        """What every container of the backpack `name` gets: its volume, limits, no privileges."""
         docker = _sdk()
+        config = self.config
+        return {
+            "network_mode": config.network,
+            "mounts": [docker.types.Mount(DATA_MOUNT, self._volume(name), type="volume")],
+            "mem_limit": config.memory,
+            "nano_cpus": int(config.cpus * 1e9),
+            "pids_limit": config.pids,
+            "ulimits": [
+                docker.types.Ulimit(name="nofile", soft=config.nofile, hard=config.nofile),
+                docker.types.Ulimit(name="nproc", soft=config.nproc, hard=config.nproc),
+            ],
+            "read_only": False,
+            "security_opt": ["no-new-privileges"],
+            "cap_drop": ["ALL"],
+        }
+
+    def _backup_volume(self, name: str, out: Path) -> None:
+        """Run `backpack backup-data` on the volume in a helper container; its archive to `out`."""
+        docker = _sdk()
+        config = self.config
+        inside = "/tmp/backup.tar"
+        helper = self.client.containers.create(
+            config.image,
+            ["backup-data", "--data", DATA_MOUNT, "-o", inside],
+            name=f"{config.object_name(name)}-backup-{secrets.token_hex(3)}",
+            labels={
+                **config.labels,
+                f"{LABEL}.project": config.project,
+                f"{LABEL}.name": name,
+                f"{LABEL}.role": "backup",
+            },
+            **self._common(name),
+        )
+        try:
+            helper.start()
+            status = helper.wait(timeout=_BACKUP_TIMEOUT)
+            if status.get("StatusCode") != 0:
+                tail = helper.logs(tail=_LOG_TAIL).decode("utf-8", "replace").strip()
+                raise Unavailable(f"The backup of '{name}' failed in its container: {tail[-500:]}")
+            stream, _ = helper.get_archive(inside)
+            with tempfile.TemporaryFile(dir=out.parent) as raw:
+                for chunk in stream:
+                    raw.write(chunk)
+                raw.seek(0)
+                with tarfile.open(fileobj=raw) as tar:
+                    member = tar.next()
+                    source = tar.extractfile(member) if member is not None else None
+                    if source is None:
+                        raise Unavailable(f"The backup of '{name}' came back empty.")
+                    with source, out.open("wb") as target:
+                        shutil.copyfileobj(source, target, 1024 * 1024)
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                helper.remove(force=True)
+
+    def _run_container(self, name: str, key: str, seed: Path | None = None) -> str:
         config = self.config
         self._remove_container(name)
         if config.network == "host":
@@ -605,16 +769,10 @@ class DockerRuntime(EmbeddedRuntime):
             name=config.object_name(name),
             hostname=config.object_name(name),
             labels=config.labels_for(name, port),
-            environment={"BACKPACK_HEALTH_PORT": str(port)},
-            network_mode=config.network,
-            mounts=[docker.types.Mount(DATA_MOUNT, self._volume(name), type="volume")],
-            mem_limit=config.memory,
-            nano_cpus=int(config.cpus * 1e9),
-            pids_limit=config.pids,
-            ulimits=[
-                docker.types.Ulimit(name="nofile", soft=config.nofile, hard=config.nofile),
-                docker.types.Ulimit(name="nproc", soft=config.nproc, hard=config.nproc),
-            ],
+            environment={
+                "BACKPACK_HEALTH_PORT": str(port),
+                "BACKPACK_FORWARDED_PREFIX": path_prefix(name),
+            },
             healthcheck={
                 "test": [
                     "CMD",
@@ -627,12 +785,12 @@ class DockerRuntime(EmbeddedRuntime):
                 "timeout": int(config.health_timeout * 1e9),
                 "retries": config.health_retries,
             },
-            read_only=False,
-            security_opt=["no-new-privileges"],
-            cap_drop=["ALL"],
             detach=True,
+            **self._common(name),
         )
         _put_archive(container, DATA_MOUNT, _key_archive(key))
+        if seed is not None:
+            _put_archive(container, DATA_MOUNT, seed)
         container.start()
         return f"http://{address}:{port}"
 
@@ -784,6 +942,7 @@ def service_spec(
     env = [
         f"BACKPACK_SECRET_KEY_FILE=/run/secrets/{KEY_SECRET_FILE}",
         f"BACKPACK_HEALTH_PORT={CONTAINER_PORT}",
+        f"BACKPACK_FORWARDED_PREFIX={path_prefix(name)}",
     ]
     if database_secret is not None:
         secrets.append(_secret_reference(DATABASE_SECRET_FILE, *database_secret))
@@ -894,6 +1053,12 @@ def _bytes(size: str) -> int:
     return int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
 
 
+_SWARM_BACKUPS: Final = (
+    "Backups are not available with the swarm runtime yet: its backpacks' records and files "
+    "live in the shared PostgreSQL and S3; back those up (docs/deploy.md)."
+)
+
+
 class SwarmRuntime(DockerRuntime):
     """Each backpack a Swarm service of `serve-instance` replicas on an overlay network.
 
@@ -918,7 +1083,13 @@ class SwarmRuntime(DockerRuntime):
         super().__init__(root, client, config)
         self.swarm = swarm or SwarmConfig()
 
-    def _run_container(self, name: str, key: str) -> str:
+    async def backup(self, name: str, out: Path, progress: BackupProgress | None = None) -> None:
+        raise BadRequest(_SWARM_BACKUPS)
+
+    async def restore(self, name: str, archive: Path) -> None:
+        raise BadRequest(_SWARM_BACKUPS)
+
+    def _run_container(self, name: str, key: str, seed: Path | None = None) -> str:
         spec = service_spec(
             name,
             self.config,

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from backpack.errors import BadRequest, Conflict, NotFound
+from backpack.errors import BackpackError, BadRequest, Conflict, NotFound
 from backpack.platform.instance import DATABASE_FILE, new_secret_key
 from backpack.platform.logs import LogFilter
 from backpack.platform.runtime import FAILED, RUNNING, STOPPED, EmbeddedRuntime, Endpoint, Runtime
@@ -125,8 +125,10 @@ async def call(
     key: str | None = None,
     body: Any = None,
     request_id: str | None = None,
+    root_path: str = "",
 ) -> Answer:
-    """One HTTP request through the endpoint's ASGI interface."""
+    """One HTTP request through the endpoint's ASGI interface (`root_path`: as the control
+    plane's router sets it for `/i/NAME/…`)."""
     assert endpoint is not None, "the runtime has no endpoint for this backpack"
     raw = b"" if body is None else orjson.dumps(body)
     headers = [(b"host", b"contract.localhost")]
@@ -145,7 +147,7 @@ async def call(
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "root_path": "",
+        "root_path": root_path,
         "query_string": query.encode(),
         "headers": headers,
         "client": ("127.0.0.1", 50000),
@@ -230,6 +232,85 @@ async def test_backpacks_are_isolated(runtime: Runtime) -> None:
     )
     alpha_key = await runtime.secret_key("alpha")
     assert_error(await call(beta, "GET", "/api/settings", key=alpha_key), 401, "unauthorized")
+
+
+async def test_a_backpack_reached_by_path_scopes_its_cookies_to_the_path(
+    runtime: Runtime,
+) -> None:
+    """`/i/NAME` and `NAME.DOMAIN` behave alike, and two backpacks on one origin never see
+    each other's sessions: by path, the session cookie is scoped to `/i/NAME`."""
+    await runtime.create("alpha")
+    endpoint = runtime.endpoint("alpha")
+    key = await runtime.secret_key("alpha")
+    user = {"email": "ann@example.com", "password": "correct horse battery"}
+    assert (await call(endpoint, "POST", "/api/users", key=key, body=user)).status == 201
+    by_host = await call(endpoint, "POST", "/api/auth/login", body=user)
+    by_path = await call(endpoint, "POST", "/api/auth/login", body=user, root_path="/i/alpha")
+    assert by_host.status == by_path.status == 200, (by_host.body, by_path.body)
+    assert b"; Path=/;" in by_host.headers[b"set-cookie"]
+    assert b"; Path=/i/alpha;" in by_path.headers[b"set-cookie"]
+    token = by_path.json()["token"]
+    me = await call(endpoint, "GET", "/api/auth/me", key=token, root_path="/i/alpha")
+    assert me.status == 200 and me.json()["email"] == user["email"]
+
+
+async def note_titles(runtime: Runtime, name: str) -> list[str]:
+    key = await runtime.secret_key(name)
+    answer = await call(
+        runtime.endpoint(name), "GET", "/api/collections/notes/records?sort=title", key=key
+    )
+    assert answer.status == 200, answer.body
+    return [str(item["title"]) for item in answer.json()["items"]]
+
+
+async def test_backup_restores_as_a_new_backpack_and_over_the_old_one(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    await runtime.create("alpha")
+    await add_note(runtime, "alpha", "before the backup")
+    key = await runtime.secret_key("alpha")
+    user = {"email": "ann@example.com", "password": "correct horse battery"}
+    added = await call(runtime.endpoint("alpha"), "POST", "/api/users", key=key, body=user)
+    assert added.status == 201, added.body
+    archive = tmp_path / "alpha.tar"
+    await runtime.backup("alpha", archive)  # online
+    await add_note(runtime, "alpha", "after the backup")
+
+    await runtime.restore("beta", archive)
+    assert runtime.status("beta").state == RUNNING
+    assert await runtime.secret_key("beta") == key
+    assert await note_titles(runtime, "beta") == ["before the backup"]
+    login = await call(runtime.endpoint("beta"), "POST", "/api/auth/login", body=user)
+    assert login.status == 200, login.body
+    assert await note_titles(runtime, "alpha") == ["after the backup", "before the backup"]
+
+    await runtime.restore("alpha", archive)
+    assert runtime.status("alpha").state == RUNNING
+    assert await note_titles(runtime, "alpha") == ["before the backup"]
+    await add_note(runtime, "alpha", "written after the restore")
+    assert len(await note_titles(runtime, "alpha")) == 2
+
+
+async def test_a_stopped_backpack_backs_up_and_a_tampered_archive_changes_nothing(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    await runtime.create("alpha")
+    await add_note(runtime, "alpha", "kept")
+    await runtime.stop("alpha")
+    archive = tmp_path / "alpha.tar"
+    await runtime.backup("alpha", archive)
+    await runtime.start("alpha")
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tampered = tmp_path / "tampered.tar"
+    tampered.write_bytes(bytes(data))
+    for target in ("alpha", "gamma"):
+        with pytest.raises(BackpackError):
+            await runtime.restore(target, tampered)
+    assert runtime.status("alpha").state == RUNNING
+    assert await note_titles(runtime, "alpha") == ["kept"]
+    assert runtime.endpoint("gamma") is None
+    assert sorted(p.name for p in (tmp_path / "instances").iterdir()) == ["alpha"]
 
 
 async def test_create_twice_is_a_conflict_and_changes_nothing(runtime: Runtime) -> None:

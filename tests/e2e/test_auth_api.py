@@ -518,3 +518,80 @@ def test_test_mail(server: RunningServer, admin: httpx.Client, smtp: MailServer)
         assert "test mail" in str(mail["Subject"])
     finally:
         admin.patch("/api/settings", json={"smtp": None})
+
+
+def test_a_forwarded_prefix_scopes_cookies_and_links(tmp_path: Path) -> None:
+    """Behind the control plane's `/i/NAME` (docker and swarm runtimes), the container is
+    told its prefix; requests that carry it get cookies and links scoped to it, and no
+    other X-Forwarded-Prefix moves them anywhere."""
+    key = "bpk_" + secrets.token_urlsafe(32)
+    running = start_server(
+        tmp_path / "data", key=key, env={"BACKPACK_FORWARDED_PREFIX": "/i/todo/"}
+    )
+    try:
+        admin = {"Authorization": f"Bearer {key}"}
+        httpx.patch(
+            running.url + "/api/settings",
+            json={"rate_limits": {"auth_per_minute": 0}},
+            headers=admin,
+        ).raise_for_status()
+        user = httpx.post(
+            running.url + "/api/users",
+            json={"email": new_email(), "password": PASSWORD},
+            headers=admin,
+        ).json()
+
+        def sign_in(prefix: str | None) -> str:
+            headers = {} if prefix is None else {"X-Forwarded-Prefix": prefix}
+            response = httpx.post(
+                running.url + "/api/auth/login",
+                json={"email": user["email"], "password": PASSWORD},
+                headers=headers,
+            )
+            assert response.status_code == 200, response.text
+            return re.search(r"Path=([^;]*)", response.headers["set-cookie"]).group(1)  # type: ignore[union-attr]
+
+        assert sign_in(None) == "/"
+        assert sign_in("/i/todo") == "/i/todo"
+        assert sign_in("/i/todo/") == "/i/todo"
+        assert sign_in("/base/i/todo") == "/base/i/todo"  # a control plane under a prefix
+        for hostile in [
+            "/elsewhere",
+            "/i/todos",
+            "/i/todo/../x",
+            "/i/to do",
+            "//evil/i/todo" + "x",
+        ]:
+            assert sign_in(hostile) == "/", hostile
+        link = httpx.post(
+            running.url + f"/api/users/{user['id']}/reset-link",
+            headers={**admin, "X-Forwarded-Prefix": "/i/todo"},
+        ).json()["link"]
+        assert link.startswith(running.url + "/i/todo/auth/reset?token=bpr_")
+    finally:
+        running.stop()
+    assert "Traceback" not in running.log()
+
+
+def test_a_bad_forwarded_prefix_is_refused_at_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backpack",
+            "serve-instance",
+            "--data",
+            str(tmp_path / "d"),
+            "--forwarded-prefix",
+            "i/todo?x=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--forwarded-prefix" in done.stderr and "Traceback" not in done.stderr

@@ -173,3 +173,32 @@ def test_users_commands_against_a_running_backpack(tmp_path: Path) -> None:
         assert again.status_code == 401
     finally:
         server.stop()
+
+
+def test_backup_data_archives_a_serving_instance(tmp_path: Path) -> None:
+    """`backpack backup-data` backs up a `serve-instance` data directory while it serves,
+    on either engine; the archive verifies, and refuses to be written into nowhere."""
+    from backpack.platform.backup import verify_backup
+
+    data = tmp_path / "data"
+    running = start_server(data, key="bpk_" + "k" * 43)
+    try:
+        admin = {"Authorization": f"Bearer {running.key}"}
+        httpx.post(
+            running.url + "/api/collections", json={"name": "notes"}, headers=admin
+        ).raise_for_status()
+        for title in ("one", "two", "three"):
+            httpx.post(
+                running.url + "/api/collections/notes/records", json={"title": title}, headers=admin
+            ).raise_for_status()
+        archive = tmp_path / "notes.tar"
+        done = run_cli("backup-data", "--data", str(data), "-o", str(archive))
+        assert done.returncode == 0, done.stderr
+        manifest = verify_backup(archive)
+        assert manifest.records.get("notes") == 3
+        assert httpx.get(running.url + "/api/health").status_code == 200  # still serving
+        nowhere = run_cli("backup-data", "--data", str(data), "-o", str(tmp_path / "no/x.tar"))
+        assert nowhere.returncode == 1 and "Traceback" not in nowhere.stderr
+        assert "no folder" in nowhere.stderr
+    finally:
+        running.stop()
