@@ -17,6 +17,8 @@ server is `Unavailable` (503); reads are retried once on a fresh connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
@@ -61,6 +63,7 @@ from backpack.types import JSON
 from backpack.urls import redact_url
 
 T = TypeVar("T")
+log = logging.getLogger("backpack.storage.postgres")
 
 _SCHEMA_LOCK: Final = 0x6270_7374_6F72  # advisory lock id: one worker creates the tables
 _ACQUIRE_TIMEOUT: Final = 15.0  # seconds a request waits for a free connection
@@ -68,6 +71,7 @@ _CONNECT_TIMEOUT: Final = 10.0
 _CHECK_CHUNK: Final = 500  # rows fetched at a time for check_existing and re-tested scans
 _MAX_GROUP: Final = 256  # single-record creates sent as one statement
 _GROUP_FLUSHERS: Final = 2  # grouped statements in flight at once, per process
+_ANALYZE_AFTER: Final = 500  # rows written to a table (and 10% of it) before its ANALYZE
 _ROW_OPS = (Insert, Update, Delete)
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS _collections (
@@ -78,15 +82,7 @@ CREATE TABLE IF NOT EXISTS _collections (
 CREATE SEQUENCE IF NOT EXISTS _tables;
 """
 # Every pooled connection's session settings.
-SERVER_SETTINGS: Final = {
-    "application_name": "backpack",
-    # A filter compiles to CASE expressions over the JSONB, where a generic plan (asyncpg
-    # prepares every statement; PostgreSQL switches to a generic plan after five runs)
-    # cannot see the values and misjudges how many rows match: a sorted page of 10,000
-    # records became a sort of every match, 20x slower than the index scan the values show.
-    # Each run gets a plan for its values; planning a statement costs tens of µs.
-    "plan_cache_mode": "force_custom_plan",
-}
+SERVER_SETTINGS: Final = {"application_name": "backpack"}
 # Errors that mean the server is gone, restarting, refusing or out of resources.
 _UNAVAILABLE: Final = (
     OSError,
@@ -107,6 +103,29 @@ def _lost(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InternalClientError):
         return True
     return isinstance(exc, asyncpg.InterfaceError) and "clos" in str(exc)
+
+
+@contextlib.asynccontextmanager
+async def custom_plans(conn: Any) -> AsyncIterator[None]:
+    """A read-only transaction whose statements are planned for their values.
+
+    asyncpg prepares every statement, and after five runs PostgreSQL may switch a
+    prepared statement to a generic plan. For a page query that plan cannot see the
+    values: the filter's CASE expressions over the JSONB then look as if they kept a
+    row or two, and the page became a sort of every match, 20x slower at 10,000
+    records than walking the declared index the values show. Page queries get
+    plans for their values (two more round trips: BEGIN with the setting, COMMIT);
+    the cheap, plain statements (a record by id, writes) keep their cached plans.
+    """
+    await conn.execute("BEGIN READ ONLY; SET LOCAL plan_cache_mode = force_custom_plan")
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 class _TableGone(Exception):
@@ -166,6 +185,9 @@ class PostgresStorage:
         self._tables: dict[str, str] = {}
         self._pending: list[_PendingInsert] = []
         self._flushers = 0
+        self._written: dict[str, int] = {}  # collection → rows written since its ANALYZE
+        self._sizes: dict[str, int] = {}  # collection → rows at its last ANALYZE
+        self._analyzer: asyncio.Task[None] | None = None
 
     # lifecycle
 
@@ -202,6 +224,10 @@ class PostgresStorage:
         self._pool = pool
 
     async def close(self) -> None:
+        if self._analyzer is not None and not self._analyzer.done():
+            self._analyzer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._analyzer
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -392,17 +418,18 @@ class PostgresStorage:
     async def _exact(self, conn: Any, table: str, query: Query, found: PgFilter) -> Page:
         sql, params = self._page_sql(query, table, found)
         n = len(params)
-        rows = await conn.fetch(
-            f"{sql} LIMIT ${n + 1} OFFSET ${n + 2}", *params, query.limit + 1, query.offset
-        )
+        async with custom_plans(conn):
+            rows = await conn.fetch(
+                f"{sql} LIMIT ${n + 1} OFFSET ${n + 2}", *params, query.limit + 1, query.offset
+            )
+            total = None
+            if query.count:
+                count_sql = f"SELECT count(*) FROM {table} WHERE {found.sql}"
+                total = int(await conn.fetchval(count_sql, *found.params))
         last_key: tuple[JSON, ...] | None = None
         if len(rows) > query.limit:
             rows = rows[: query.limit]
             last_key = tuple(rows[-1][1:])
-        total = None
-        if query.count:
-            count_sql = f"SELECT count(*) FROM {table} WHERE {found.sql}"
-            total = int(await conn.fetchval(count_sql, *found.params))
         return Page([row[0] for row in rows], last_key, total)
 
     async def _rechecked(self, conn: Any, table: str, query: Query, found: PgFilter) -> Page:
@@ -411,7 +438,7 @@ class PostgresStorage:
         sql, params = self._page_sql(query, table, found)
         rows: list[Any] = []
         skip = query.offset
-        async with conn.transaction():
+        async with custom_plans(conn):
             async for row in conn.cursor(sql, *params, prefetch=_CHECK_CHUNK):
                 if not matcher(orjson.loads(row[0])):
                     continue
@@ -454,6 +481,11 @@ class PostgresStorage:
                     self._tables.pop(name, None)
                 else:
                     self._tables[name] = table
+            for op in ops:
+                if isinstance(op, _ROW_OPS):
+                    self._note_written(op.collection, 1)
+                elif isinstance(op, PutCollection) and op.indexes and not op.create:
+                    self._note_written(op.name, _ANALYZE_AFTER)  # new expressions to measure
             return
 
     # Group commit of creates. Many clients creating records at once would each cost a
@@ -478,6 +510,10 @@ class PostgresStorage:
                 del self._pending[:_MAX_GROUP]
                 if group:
                     await self._insert_group(group)
+                    for pending in group:
+                        future = pending.future
+                        if future.done() and not future.cancelled() and not future.exception():
+                            self._note_written(pending.op.collection, 1)
         finally:
             self._flushers -= 1
 
@@ -537,6 +573,39 @@ class PostgresStorage:
                     _settle([pending], None)
         except asyncpg.UndefinedTableError:
             raise _TableGone() from None
+
+    # Planner statistics. A page query's plan depends on them (how many rows a filter keeps
+    # decides between walking a declared index in order and sorting every match); without
+    # them, a freshly filled table was read 15x slower. PostgreSQL's autovacuum keeps them
+    # when it runs, but it may be off or slow to come by: each process also ANALYZEs a
+    # table it has written 500 rows (and a tenth of the table) to, one table at a time, in
+    # the background.
+
+    def _note_written(self, collection: str, rows: int) -> None:
+        written = self._written.get(collection, 0) + rows
+        self._written[collection] = written
+        if written < max(_ANALYZE_AFTER, self._sizes.get(collection, 0) // 10):
+            return
+        if self._analyzer is None or self._analyzer.done():
+            self._analyzer = asyncio.get_running_loop().create_task(self._analyze(collection))
+
+    async def _analyze(self, collection: str) -> None:
+        self._written.pop(collection, None)
+        table = self._tables.get(collection)
+        if table is None:
+            return
+
+        async def work(conn: Any) -> int:
+            await conn.execute(f"ANALYZE {_quote(table)}")
+            rows = await conn.fetchval(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = $1::regclass", _quote(table)
+            )
+            return int(rows or 0)
+
+        try:
+            self._sizes[collection] = await self._run(work, retry=False)
+        except Exception as exc:  # statistics are an optimisation: a failure only waits
+            log.warning("ANALYZE of collection %s failed: %s", collection, exc)
 
     async def _apply(self, conn: Any, ops: Sequence[WriteOp]) -> dict[str, str | None]:
         """Apply `ops` in one transaction; the collection → table changes it made."""
