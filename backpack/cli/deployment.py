@@ -30,6 +30,7 @@ from rich.table import Table
 
 from backpack import __version__
 from backpack.cli.server import (
+    ARCHIVE_OPTION,
     HOST_OPTION,
     LOG_LEVEL_OPTION,
     PORT_OPTION,
@@ -328,7 +329,7 @@ def start_instance(data_dir: Path, name: str) -> None:
     out.print(f"Started backpack {name}.")
 
 
-def _progress(*, records: bool = False) -> Progress:
+def progress_bar(*, records: bool = False) -> Progress:
     """A progress bar of bytes (backups), or of records with `records`."""
     if records:
         columns: tuple[ProgressColumn, ...] = (MofNCompleteColumn(), TimeRemainingColumn())
@@ -340,19 +341,13 @@ def _progress(*, records: bool = False) -> Progress:
 @instances.command("backup")
 @DATA_OPTION
 @click.argument("name")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The archive to write (a tar file).",
-)
+@ARCHIVE_OPTION
 def backup_instance(data_dir: Path, name: str, output: Path) -> None:
     """Write a backup archive of NAME (taken online: a running server keeps serving)."""
 
     async def work(control: ControlPlane) -> None:
         await control.instance(name)
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task(f"Backing up {name}", total=None)
             await control.runtime.backup(
                 name,
@@ -376,7 +371,7 @@ def restore_instance(data_dir: Path, name: str, archive: Path) -> None:
     from backpack.platform.backup import verify_backup
 
     async def work(control: ControlPlane) -> None:
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("Verifying", total=None)
             await asyncio.to_thread(
                 verify_backup,
@@ -412,7 +407,7 @@ def move_instance(data_dir: Path, name: str, engine: str) -> None:
 
     async def work(control: ControlPlane) -> dict[str, int]:
         await control.instance(name)
-        with _progress(records=True) as bar:
+        with progress_bar(records=True) as bar:
             task = bar.add_task(f"Moving {name} to {to}", total=None)
             return await control.runtime.move(
                 name,

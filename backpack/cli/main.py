@@ -15,6 +15,7 @@ from rich.panel import Panel
 from backpack import __version__
 from backpack.cli.deployment import admins, instances, serve
 from backpack.cli.server import (
+    ARCHIVE_OPTION,
     HOST_OPTION,
     LOG_LEVEL_OPTION,
     PORT_OPTION,
@@ -134,13 +135,7 @@ def serve_instance(
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="The data directory of a `backpack serve-instance` (it may be serving).",
 )
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The archive to write (a tar file).",
-)
+@ARCHIVE_OPTION
 def backup_data(data_dir: Path, output: Path) -> None:
     """Back up the backpack of a `serve-instance` data directory to one archive.
 
@@ -151,13 +146,13 @@ def backup_data(data_dir: Path, output: Path) -> None:
     `backpack instances restore NAME ARCHIVE` brings it into a deployment. The
     docker and swarm runtimes back up their containers' volumes with it.
     """
-    from backpack.cli.deployment import _progress
+    from backpack.cli.deployment import progress_bar
     from backpack.platform.engines import backup_directory
 
     services = configured_services()
     directory = data_dir.resolve()
     try:
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task(f"Backing up {data_dir}", total=None)
             asyncio.run(
                 backup_directory(

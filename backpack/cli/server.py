@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import click
@@ -46,6 +47,13 @@ WORKERS_OPTION = click.option(
     show_default=True,
     help="Processes serving the one port (more than 1 needs BACKPACK_REDIS_URL or "
     "BACKPACK_DATABASE_URL, so that realtime events reach every worker).",
+)
+ARCHIVE_OPTION = click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The archive to write (a tar file).",
 )
 LOG_LEVEL_OPTION = click.option(
     "--log-level",
