@@ -616,7 +616,7 @@ class DockerRuntime(EmbeddedRuntime):
         staging = self.root / f".restore-{name}-{tag}"
         await asyncio.to_thread(restore_backup, archive, staging)
         try:
-            seed = self.root / f".restore-{name}-{tag}.tar"
+            seed = staging / ".volume.tar"  # inside: a leftover dot-folder is cleaned at start
             await asyncio.to_thread(_volume_archive, staging, seed)
             control = self.root / f".restore-{name}-{tag}-control"
             await asyncio.to_thread(_control_side_of, staging, control)
@@ -637,7 +637,6 @@ class DockerRuntime(EmbeddedRuntime):
             instance.log.event("restored", "Restored from a backup.")
             await instance.start()
         finally:
-            seed.unlink(missing_ok=True)
             await asyncio.to_thread(shutil.rmtree, staging, True)
         self._watch()
 
