@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeVar
@@ -81,8 +82,6 @@ CREATE TABLE IF NOT EXISTS _collections (
 );
 CREATE SEQUENCE IF NOT EXISTS _tables;
 """
-# Every pooled connection's session settings.
-SERVER_SETTINGS: Final = {"application_name": "backpack"}
 # Errors that mean the server is gone, restarting, refusing or out of resources.
 _UNAVAILABLE: Final = (
     OSError,
@@ -200,7 +199,7 @@ class PostgresStorage:
                 min_size=self.min_size,
                 max_size=self.max_size,
                 timeout=_CONNECT_TIMEOUT,
-                server_settings=SERVER_SETTINGS,
+                server_settings={"application_name": "backpack"},
                 reset=_no_session_reset,
             )
         except (*_UNAVAILABLE, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -556,7 +555,7 @@ class PostgresStorage:
     async def _insert_members(self, members: list[_PendingInsert]) -> None:
         for attempt in range(2):
             try:
-                await self._run(_bind_members(self._insert_rows, members), retry=False)
+                await self._run(functools.partial(self._insert_rows, members=members), retry=False)
                 return
             except _TableGone:
                 if attempt:
@@ -817,12 +816,6 @@ def _settle(members: Sequence[_PendingInsert], error: BaseException | None) -> N
             pending.future.set_result(None)
         else:
             pending.future.set_exception(error)
-
-
-def _bind_members(
-    work: Callable[[Any, list[_PendingInsert]], Awaitable[None]], members: list[_PendingInsert]
-) -> Callable[[Any], Awaitable[None]]:
-    return lambda conn: work(conn, members)
 
 
 def _bind(work: Callable[[Any, str], Awaitable[T]], table: str) -> Callable[[Any], Awaitable[T]]:
