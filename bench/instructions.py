@@ -202,7 +202,7 @@ def render(args: argparse.Namespace, result: dict[str, float], command: str) -> 
         f"| the same GET with a user's session token | {session:,.0f} | "
         f"+{session_pct:.1f} % | < {SESSION_TARGET_PCT:.0f} % (issue 3 (g)) |",
         f"| the same GET through `serve` (host routing, metrics, request log) | {routed:,.0f} | "
-        f"{router_ratio:.2f} | ≥ {ROUTER_TARGET} (issue 7) |",
+        f"{router_ratio:.3f} | ≥ {ROUTER_TARGET} (issue 7) |",
         "",
         "The router's result is `serve-instance`'s instructions ÷ `serve`'s: the share of "
         "`serve-instance`'s throughput the router would reach if the CPU were the only limit.",

@@ -11,8 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from backpack.api.context import InstanceContext
 from backpack.api.http import (
+    NO_GROUP,
     Receive,
     Request,
+    RequestRecord,
     Response,
     Route,
     Router,
@@ -118,6 +120,44 @@ def error_response(exc: BackpackError) -> Response:
     return response
 
 
+class AnsweredRequests:
+    """The answered HTTP requests of an observed backpack, not yet taken by its observer
+    (the control plane's metrics and request log).
+
+    Every request appends one RequestRecord to `records` (`note`; BackpackApp._http inlines
+    it, once per request) and calls `full()` once `records` holds `limit`; `full` takes them
+    by replacing `records` with a new list.
+    """
+
+    __slots__ = ("full", "limit", "records")
+
+    def __init__(self, full: Callable[[], None], limit: int) -> None:
+        self.records: list[RequestRecord] = []
+        self.limit = limit
+        self.full = full
+
+    def note(self, scope: Scope, status: int, started: float) -> None:
+        """Note a request answered with `status`, begun at `started` (time.time(): one clock
+        for the duration and the log's time, read once more here), its route group to be
+        taken from its path."""
+        now = time.time()
+        records = self.records
+        records.append(
+            (
+                scope["method"],
+                scope["path"],
+                status,
+                now - started,
+                scope.get("backpack.user"),
+                scope.get("backpack.request_id", ""),
+                now,
+                NO_GROUP,
+            )
+        )
+        if len(records) >= self.limit:
+            self.full()
+
+
 class BackpackApp:
     """Dispatches HTTP requests to routes; every failure becomes the contract's error body."""
 
@@ -136,9 +176,9 @@ class BackpackApp:
         self.routes += sdk.routes(ctx)
         self.routes += meta.routes(ctx, self._route_table)
         self.router = Router(self.routes)
-        # Told of every answered HTTP request (scope, status, seconds): the control plane's
-        # metrics and request log. None when the backpack runs alone.
-        self.on_request: Callable[[Scope, int, float], None] | None = None
+        # Where every answered HTTP request is noted for the control plane's metrics and
+        # request log. None when the backpack runs alone.
+        self.answered: AnsweredRequests | None = None
 
     def _route_table(self) -> Sequence[Route]:
         return self.routes
@@ -146,16 +186,7 @@ class BackpackApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            observer = self.on_request
-            if observer is None:
-                await self._http(scope, receive, send)
-                return
-            started = time.perf_counter()
-            status = 500  # the client went away before the answer was sent
-            try:
-                status = await self._http(scope, receive, send)
-            finally:
-                observer(scope, status, time.perf_counter() - started)
+            await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
@@ -164,38 +195,54 @@ class BackpackApp:
             else:
                 await send({"type": "websocket.close", "code": 1008})
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """Answer one request; its status."""
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one request; when observed, note it in `answered` (as
+        AnsweredRequests.note would, inlined: this runs on every request)."""
+        answered = self.answered
+        started = 0.0 if answered is None else time.time()
         request_id = request_id_of(scope)
-        scope["backpack.request_id"] = request_id.decode()
-        cors: list[tuple[bytes, bytes]] = []
+        text_id = scope["backpack.request_id"] = request_id.decode()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        group = NO_GROUP  # until a route matches
+        status = 500  # the client went away before the answer was sent
         try:
-            origin = _header(scope, b"origin")
-            if origin is not None:
-                cors = self._cors_headers(origin, Request(scope, receive, {}))
-                if scope["method"] == "OPTIONS" and _header(
-                    scope, b"access-control-request-method"
-                ):
-                    return await self._preflight(origin, cors, scope, request_id, send)
-            per_minute = self.ctx.settings.current.api_per_minute
-            if per_minute:
-                client = scope.get("client")
-                self.ctx.rate_limiter.check(
-                    f"api:{client[0] if client else ''}", per_minute, "requests from this address"
+            cors: list[tuple[bytes, bytes]] = []
+            try:
+                origin = _header(scope, b"origin")
+                if origin is not None:
+                    cors = self._cors_headers(origin, Request(scope, receive, {}))
+                    if method == "OPTIONS" and _header(scope, b"access-control-request-method"):
+                        status = await self._preflight(origin, cors, scope, request_id, send)
+                        return
+                per_minute = self.ctx.settings.current.api_per_minute
+                if per_minute:
+                    client = scope.get("client")
+                    self.ctx.rate_limiter.check(
+                        f"api:{client[0] if client else ''}",
+                        per_minute,
+                        "requests from this address",
+                    )
+                route, params = self.router.match(method, path)
+                group = route.group
+                response = await route.handler(Request(scope, receive, params))
+            except BackpackError as exc:
+                response = error_response(exc)
+            except Exception:
+                log.exception("request %s failed", text_id)
+                response = error_response(
+                    BackpackError("Something went wrong on our side.", {"request_id": text_id})
                 )
-            route, params = self.router.match(scope["method"], scope["path"])
-            response = await route.handler(Request(scope, receive, params))
-        except BackpackError as exc:
-            response = error_response(exc)
-        except Exception:
-            log.exception("request %s failed", request_id.decode())
-            response = error_response(
-                BackpackError(
-                    "Something went wrong on our side.", {"request_id": request_id.decode()}
-                )
-            )
-        await response.send(send, [(b"x-request-id", request_id), *cors])
-        return response.status
+            await response.send(send, [(b"x-request-id", request_id), *cors])
+            status = response.status
+        finally:
+            if answered is not None:
+                now = time.time()
+                records = answered.records
+                user = scope.get("backpack.user")
+                records.append((method, path, status, now - started, user, text_id, now, group))
+                if len(records) >= answered.limit:
+                    answered.full()
 
     def _cors_headers(self, origin: str, request: Request) -> list[tuple[bytes, bytes]]:
         if not self.ctx.origin_allowed(origin, request):

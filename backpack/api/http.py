@@ -28,6 +28,35 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+# One answered request as an observed backpack notes it (backpack.api.app.AnsweredRequests):
+# (method, path, status, seconds, user id, request id, time.time(), route group: the
+# matched route's GROUP_INDEX, or NO_GROUP to take it from the path when counted).
+RequestRecord = tuple[str, str, int, float, str | None, str, float, int]
+NO_GROUP = -1
+
+# Route groups, by which the control plane counts a backpack's requests.
+GROUPS = ("records", "auth", "files", "realtime", "site", "other")
+GROUP_INDEX = {name: index for index, name in enumerate(GROUPS)}
+_API_GROUPS = {
+    "collections": "records",
+    "auth": "auth",
+    "users": "auth",
+    "files": "files",
+    "buckets": "files",
+    "realtime": "realtime",
+}
+
+
+def route_group(path: str) -> str:
+    """The route group of a path relative to the backpack ("/api/…", or the static site)."""
+    if path != "/api" and not path.startswith("/api/"):
+        return "site"
+    end = path.find("/", 5)
+    segment = path[5:] if end < 0 else path[5:end]
+    if "?" in segment:
+        segment = segment.split("?", 1)[0]
+    return _API_GROUPS.get(segment, "other")
+
 
 JSON_TYPE = b"application/json; charset=utf-8"
 _JSON_MEDIA_TYPES = ("application/json", "application/merge-patch+json")
@@ -230,6 +259,10 @@ class Route:
     responses: Mapping[int, Mapping[str, Any] | str | None] = field(default_factory=dict)
     body_media: str = "application/json"
     auth: bool = True  # accepts the secret key / user credentials
+    group: int = field(init=False)  # GROUP_INDEX of the path's route group
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group", GROUP_INDEX[route_group(self.path)])
 
 
 _PARAM = re.compile(r"{([a-z_]+)}")

@@ -36,6 +36,7 @@ from backpack.cli.server import (
     PORT_OPTION,
     WORKERS_OPTION,
     configured_services,
+    entry,
     uvicorn_options,
 )
 from backpack.errors import BackpackError
@@ -258,7 +259,8 @@ def serve(
                 title=f"Backpack {__version__}",
             )
         )
-        uvicorn.run(DeploymentApp(control), host=host, port=port, **uvicorn_options(log_level))
+        app = entry(DeploymentApp(control))
+        uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level))
 
 
 @click.group("instances")

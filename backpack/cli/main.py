@@ -20,7 +20,9 @@ from backpack.cli.server import (
     LOG_LEVEL_OPTION,
     PORT_OPTION,
     WORKERS_OPTION,
+    ASGIApp,
     configured_services,
+    entry,
     uvicorn_options,
 )
 from backpack.cli.users import users
@@ -110,7 +112,7 @@ def serve_instance(
     console.print(f"Backpack {__version__} serving {data_dir} at http://{host}:{port}/api")
     if workers == 1:
         app = _prefixed(build_instance_app(data_dir, key.value, services), forwarded_prefix)
-        uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level))
+        uvicorn.run(entry(app), host=host, port=port, **uvicorn_options(log_level))
         return
     if forwarded_prefix is not None:
         os.environ[_PREFIX_ENV] = forwarded_prefix
@@ -171,14 +173,14 @@ def backup_data(data_dir: Path, output: Path) -> None:
 _INSTANCE_DATA_ENV = "BACKPACK_INSTANCE_DATA"
 
 
-def instance_app_from_env() -> BackpackApp | ForwardedPrefix:
+def instance_app_from_env() -> ASGIApp:
     """A `serve-instance --workers` worker's app: the data directory its parent named."""
     from backpack.platform.instance import build_instance_app, load_secret_key
     from backpack.platform.services import Services
 
     data_dir = Path(os.environ[_INSTANCE_DATA_ENV])
     app = build_instance_app(data_dir, load_secret_key(data_dir).value, Services.from_env())
-    return _prefixed(app, os.environ.get(_PREFIX_ENV) or None)
+    return entry(_prefixed(app, os.environ.get(_PREFIX_ENV) or None))
 
 
 def _checked_prefix(value: str | None) -> str | None:

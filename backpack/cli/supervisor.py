@@ -157,7 +157,7 @@ def run_worker(number: int, sock: socket.socket, settings: WorkerSettings, paren
     import uvicorn
 
     from backpack.cli.deployment import CONTROL_DB_ENV
-    from backpack.cli.server import uvicorn_options
+    from backpack.cli.server import entry, uvicorn_options
     from backpack.platform.control import Addressing, ControlPlane
     from backpack.platform.router import DeploymentApp
     from backpack.platform.services import Services
@@ -177,7 +177,7 @@ def run_worker(number: int, sock: socket.socket, settings: WorkerSettings, paren
     )
     options = uvicorn_options(settings.log_level)
     config = uvicorn.Config(
-        DeploymentApp(control), headers=[(WORKER_HEADER, str(number))], **options
+        entry(DeploymentApp(control)), headers=[(WORKER_HEADER, str(number))], **options
     )
     server = uvicorn.Server(config)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()

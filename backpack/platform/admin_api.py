@@ -422,8 +422,7 @@ class AdminApi:
             )
             return
         await send({"type": "websocket.accept"})
-        instance.drain()  # what was answered so far is in the backlog
-        subscription = instance.log.subscribe(request.query.get("after"), matcher)
+        subscription = instance.follow_log(request.query.get("after"), matcher)
 
         async def pump() -> None:
             async for entry in subscription:
@@ -440,7 +439,7 @@ class AdminApi:
             pumping.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pumping
-            instance.log.unsubscribe(subscription)
+            instance.unfollow_log(subscription)
 
 
 def name_of(request: Request) -> str:

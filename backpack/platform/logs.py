@@ -1,9 +1,9 @@
 """One backpack's request/event log: JSON lines on disk under a size cap, a cursor, a stream.
 
 Requests are logged in batches (`InstanceLog.requests()`): the request path only
-appends a tuple to a list (backpack.platform.runtime), and about once a second,
-or every `REQUEST_BATCH` requests, the whole list becomes ONE line,
-`{"requests": [[method, path, status, seconds, user, request_id, time], …],
+appends a tuple to a list (backpack.api.app.AnsweredRequests), and about once a
+second, or every `REQUEST_BATCH` requests, the whole list becomes ONE line,
+`{"requests": [[method, path, status, seconds, user, request_id, time, group], …],
 "first": ID, "step": STEP}`, encoded by a single orjson call: the nth request's
 id is FIRST + n·STEP, and its entry (the API's shape) is made when it is read.
 Events are one object per line. Lines go to an in-memory buffer; `flush()`
@@ -37,7 +37,9 @@ from typing import Any
 
 import orjson
 
+from backpack.api.http import NO_GROUP, RequestRecord
 from backpack.errors import BadRequest
+from backpack.fsutil import append
 from backpack.types import JSONObject, JSONScalar
 
 LOG_FILE = "log.jsonl"
@@ -57,10 +59,6 @@ _STATUS = re.compile(r"[1-5][0-9]{2}")
 _ENTRY_TYPES = ("request", "event")
 REQUEST_BATCH = 256  # requests per batch line at most (a line stays well under 64 KiB)
 
-# One answered request as the request path records it:
-# (method, path, status, seconds, user id, request id, time.time()).
-RequestRecord = tuple[str, str, int, float, str | None, str, float]
-
 
 def _time_text(at: float) -> str:
     ms = int(at * 1000)
@@ -69,7 +67,7 @@ def _time_text(at: float) -> str:
 
 
 def _request_entry(ident: int, row: list[Any]) -> dict[str, Any]:
-    method, path, status, seconds, user, request_id, at = row
+    method, path, status, seconds, user, request_id, at = row[:7]  # [7]: the route group
     return {
         "id": f"{ident:016d}",
         "time": _time_text(float(at)),
@@ -99,14 +97,14 @@ def _expand(line: bytes) -> list[dict[str, Any]]:
         return []
     entries: list[dict[str, Any]] = []
     for index, row in enumerate(rows):
-        if isinstance(row, list) and len(row) == 7:
+        if isinstance(row, list) and len(row) in (7, 8):  # 7: lines of before the group
             entries.append(_request_entry(first + index * step, row))
     return entries
 
 
 def _stored(record: RequestRecord) -> RequestRecord:
     """The record as stored: the path cleaned, fields bounded, lone surrogates replaced."""
-    method, path, status, seconds, user, request_id, at = record
+    method, path, status, seconds, user, request_id, at, group = record
 
     def fix(text: str) -> str:
         return text.encode("utf-8", "replace").decode()
@@ -120,6 +118,7 @@ def _stored(record: RequestRecord) -> RequestRecord:
         user,
         fix(request_id[:128]),
         at,
+        group,
     )
 
 
@@ -304,6 +303,9 @@ class InstanceLog:
         self._tail: deque[tuple[bytes, int]] = deque()
         self._tail_entries = 0
         self._subscribers: set[Subscription] = set()
+        # Whether anyone follows the log live (then requests are logged as they end): a
+        # plain attribute, read on every request.
+        self.streaming = False
         self._flush_at = FLUSH_BYTES
         directory.mkdir(parents=True, exist_ok=True)
         self._size = cut_partial_line(self._file)
@@ -316,11 +318,6 @@ class InstanceLog:
         # Whether entries older than the in-memory tail may exist on disk.
         self._older_on_disk = last is not None
 
-    @property
-    def streaming(self) -> bool:
-        """Whether anyone follows the log live (then requests are logged as they end)."""
-        return bool(self._subscribers)
-
     def request(
         self,
         method: str,
@@ -331,7 +328,8 @@ class InstanceLog:
         request_id: str,
     ) -> None:
         """Log one answered request. No bodies, no headers (`requests` logs many at once)."""
-        self.requests([(method, path, status, duration_s, user_id, request_id, self._clock())])
+        record = (method, path, status, duration_s, user_id, request_id, self._clock(), NO_GROUP)
+        self.requests([record])
 
     def requests(self, batch: list[RequestRecord]) -> None:
         """Log answered requests, oldest first, as one line (see the module docstring)."""
@@ -476,6 +474,7 @@ class InstanceLog:
                 subscription.close()
                 return subscription
         self._subscribers.add(subscription)
+        self.streaming = True
         if self._followed is None:
             self.follow()  # from now on, the other workers' new entries too
         return subscription
@@ -484,6 +483,7 @@ class InstanceLog:
         self._subscribers.discard(subscription)
         if not self._subscribers:
             self._followed = None
+            self.streaming = False
         subscription.close()
 
     def flush(self) -> None:
@@ -498,7 +498,7 @@ class InstanceLog:
             self._pending_bytes = 0
         if not lines:
             return
-        chunk = b"".join(line + b"\n" for line in lines)
+        chunk = b"\n".join(lines) + b"\n"
         try:
             if self._size + len(chunk) > self._half:
                 if self._size:
@@ -506,8 +506,7 @@ class InstanceLog:
                     self._size = 0
                 while len(chunk) > self._half:  # one batch bigger than a file: keep the newest
                     chunk = chunk[chunk.index(b"\n") + 1 :]
-            with open(self._file, "ab") as out:
-                out.write(chunk)
+            append(self._file, chunk)
         except OSError:
             # Keep the lines for the next flush (within the buffer's cap) and tell the caller.
             self._pending = lines + self._pending

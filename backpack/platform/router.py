@@ -17,7 +17,8 @@ where a site runs as itself.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from collections.abc import Awaitable
+from typing import Any, Final
 
 from backpack import __version__
 from backpack.api.app import error_response, request_id_of
@@ -38,6 +39,7 @@ _PATH_SITE_HEADERS: Final = (
 )
 _LOGS_STREAM: Final = "/logs/stream"
 _HOST_CACHE: Final = 4096
+_UNSEEN: Final = object()  # a Host header not in the cache yet
 
 
 class DeploymentApp:
@@ -46,26 +48,37 @@ class DeploymentApp:
         self.admin_api = AdminApi(control)
         self.console = ConsoleFiles()
         self._suffix = "." + control.addressing.domain.lower()
-        self._hosts: dict[bytes, str | None] = {}  # Host header → backpack name
+        self._hosts: dict[bytes, Any] = {}  # Host header → backpack name (or None)
+        self._endpoints = control.runtime.endpoints
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        name = self._host_name(scope)
-        if name is not None:
-            # The hot path, an API request by host to a backpack running in this process:
-            # straight to its app (the same as through the endpoint, one call fewer).
-            endpoint = self.control.runtime.endpoint(name)
-            app = None if endpoint is None else endpoint.app
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: it returns the one that answers (uvicorn awaits it, told
+        # the app is ASGI 3), so a request to a backpack costs no coroutine of the router's.
+        if scope["type"] == "lifespan":
+            return self._lifespan(receive, send)
+        name: str | None = None
+        for key, value in scope["headers"]:
+            if key == b"host":
+                name = self._hosts.get(value, _UNSEEN)
+                if name is _UNSEEN:
+                    name = self._host_name(value)
+                break
+        if name is None:
+            return self._deployment(scope, receive, send)
+        # The hot path, an API request by host to a backpack running in this process:
+        # straight to its app (the same as through the endpoint, one call fewer).
+        endpoint = self._endpoints.get(name)
+        if endpoint is not None:
+            app = endpoint.app
             if app is not None:
                 path: str = scope["path"]
-                if path == "/api" or path.startswith("/api/"):
-                    await app(scope, receive, send)
-                    return
-            await self._by_host(name, scope, receive, send)
-            return
+                if path[:5] == "/api/" or path == "/api":  # cheaper than str.startswith
+                    return app.__call__(scope, receive, send)  # a method call: cheaper
+        return self._by_host(name, scope, receive, send)
+
+    async def _deployment(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request not by a backpack's host: /i/NAME/…, the control plane, the console."""
+        kind = scope["type"]
         path = scope["path"]
         if path.startswith("/i/"):
             await self._by_path(path, scope, receive, send)
@@ -88,29 +101,22 @@ class DeploymentApp:
             message = f"Nothing here at {path[:200]}; backpacks live at /i/NAME."
             await error_response(NotFound(message)).send(send, _ids(scope))
 
-    def _host_name(self, scope: Scope) -> str | None:
-        """NAME when the request's Host is NAME.DOMAIN (any port), else None."""
-        for key, value in scope["headers"]:
-            if key == b"host":
-                cache = self._hosts
-                try:
-                    return cache[value]
-                except KeyError:
-                    pass
-                host: str = bytes(value).decode("latin-1").lower().rsplit(":", 1)[0]
-                name: str | None = None
-                if host.endswith(self._suffix):
-                    name = host[: -len(self._suffix)]
-                    if not name or "." in name:
-                        name = None
-                if len(cache) >= _HOST_CACHE:
-                    cache.clear()
-                cache[bytes(value)] = name
-                return name
-        return None
+    def _host_name(self, value: bytes) -> str | None:
+        """NAME when the Host header `value` is NAME.DOMAIN (any port), else None; cached."""
+        host: str = bytes(value).decode("latin-1").lower().rsplit(":", 1)[0]
+        name: str | None = None
+        if host.endswith(self._suffix):
+            name = host[: -len(self._suffix)]
+            if not name or "." in name:
+                name = None
+        cache = self._hosts
+        if len(cache) >= _HOST_CACHE:
+            cache.clear()
+        cache[bytes(value)] = name
+        return name
 
     async def _by_host(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.control.runtime.endpoint(name)
+        endpoint = self._endpoints.get(name)
         if endpoint is None:
             await _no_backpack(name, scope, send)
             return
@@ -124,7 +130,7 @@ class DeploymentApp:
 
     async def _by_path(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         name, _, rest = path[3:].partition("/")
-        endpoint: Endpoint | None = self.control.runtime.endpoint(name)
+        endpoint: Endpoint | None = self._endpoints.get(name)
         if endpoint is None:
             await _no_backpack(name, scope, send)
             return

@@ -16,12 +16,12 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from backpack.api.app import BackpackApp, error_response, request_id_of
+from backpack.api.app import AnsweredRequests, BackpackApp, error_response, request_id_of
 from backpack.api.context import InstanceContext
 from backpack.api.http import Receive, Scope, Send
 from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
@@ -44,7 +44,7 @@ from backpack.platform.instance import (
     load_secret_key,
     store_secret_key,
 )
-from backpack.platform.logs import REQUEST_BATCH, InstanceLog, LogFilter, RequestRecord
+from backpack.platform.logs import REQUEST_BATCH, InstanceLog, LogFilter, Subscription
 from backpack.platform.metrics import InstanceMetrics, metrics_file
 from backpack.platform.services import Services
 from backpack.platform.sites import SiteServer
@@ -107,6 +107,9 @@ class Runtime(Protocol):
 
     def status(self, name: str) -> Status: ...
 
+    # Every backpack's endpoint by name (read-only: the router's lookup, one per request).
+    endpoints: Mapping[str, Endpoint]
+
     def endpoint(self, name: str) -> Endpoint | None:
         """Where requests for the backpack go; None for a backpack this runtime doesn't know."""
 
@@ -163,7 +166,9 @@ class EmbeddedInstance:
         self.reason: str | None = None
         self.metrics = InstanceMetrics(directory / metrics_file(worker), worker=worker)
         self.log = InstanceLog(directory / LOG_DIR, worker=worker)
-        self._requests: list[RequestRecord] = []  # answered, not yet counted and logged
+        # Answered, not yet counted and logged: taken in bulk about once a second, or when
+        # REQUEST_BATCH piled up, or at each request while someone follows the log live.
+        self.answered = AnsweredRequests(self.drain, REQUEST_BATCH)
         self.site_server = SiteServer(directory / SITE_DIR)
         self._admin_check = admin_check
         self._lock = asyncio.Lock()
@@ -187,7 +192,7 @@ class EmbeddedInstance:
                     await _close_quietly(ctx)
                 return
             app = BackpackApp(ctx)
-            app.on_request = self._record
+            app.answered = self.answered
             self.ctx, self.app = ctx, app
             self.state, self.reason = RUNNING, None
             self.log.event("started", "Started.")
@@ -220,7 +225,7 @@ class EmbeddedInstance:
         if app is None:
             await self._unavailable(scope, send)
             return
-        await app(scope, receive, send)  # HTTP requests come back through _record
+        await app(scope, receive, send)  # HTTP requests are noted in self.answered
 
     @property
     def serving(self) -> bool:
@@ -259,7 +264,7 @@ class EmbeddedInstance:
         send: Send,
     ) -> None:
         """Run `app` (the site), then record the request like the backpack's own."""
-        started = time.perf_counter()
+        started = time.time()
         status = 500
 
         async def observed_send(message: dict[str, Any]) -> None:
@@ -271,33 +276,29 @@ class EmbeddedInstance:
         try:
             await app(scope, receive, observed_send)
         finally:
-            self._record(scope, status, time.perf_counter() - started)
-
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        """Note one answered request for the metrics and the log (on every request: one
-        tuple appended; `drain` counts and logs them in bulk, about once a second)."""
-        requests = self._requests
-        requests.append(
-            (
-                scope["method"],
-                scope["path"],
-                status,
-                seconds,
-                scope.get("backpack.user"),
-                scope.get("backpack.request_id", ""),
-                time.time(),
-            )
-        )
-        if len(requests) >= REQUEST_BATCH or self.log.streaming:
-            self.drain()
+            self.answered.note(scope, status, started)
 
     def drain(self) -> None:
         """Count and log the requests noted since the last drain (before any read of them)."""
-        batch = self._requests
+        answered = self.answered
+        batch = answered.records
         if batch:
-            self._requests = []
+            answered.records = []
             self.metrics.observe_many(batch)
             self.log.requests(batch)
+
+    def follow_log(self, after: str | None, matcher: LogFilter) -> Subscription:
+        """Follow the log live: what was answered so far is in the backlog, and from now on
+        each request is logged as it ends."""
+        self.drain()
+        subscription = self.log.subscribe(after, matcher)
+        self.answered.limit = 1
+        return subscription
+
+    def unfollow_log(self, subscription: Subscription) -> None:
+        self.log.unsubscribe(subscription)
+        if not self.log.streaming:
+            self.answered.limit = REQUEST_BATCH
 
     async def _unavailable(self, scope: Scope, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -341,6 +342,7 @@ class EmbeddedRuntime:
         self.services = services or Services()
         self.worker = worker  # `serve --workers`: this process's number, for its own log files
         self._instances: dict[str, EmbeddedInstance] = {}
+        self.endpoints: Mapping[str, EmbeddedInstance] = self._instances
 
     def _get(self, name: str) -> EmbeddedInstance:
         instance = self._instances.get(name)

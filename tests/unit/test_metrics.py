@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from backpack.api.http import GROUP_INDEX, route_group
 from backpack.errors import BadRequest
 from backpack.platform.metrics import (
     BUCKETS,
@@ -18,7 +20,6 @@ from backpack.platform.metrics import (
     metrics_file,
     parse_window,
     render_prometheus,
-    route_group,
 )
 
 T0 = 1_700_000_040.0  # 2023-11-14T22:14:00Z, the start of a minute
@@ -81,14 +82,14 @@ def test_parse_window_refuses(text: str) -> None:
 def test_minutes_roll_over_and_count_by_group_and_status() -> None:
     clock = Clock()
     metrics = InstanceMetrics(None, clock)
-    metrics.observe("records", 200, 0.003)
-    metrics.observe("records", 201, 0.004)
-    metrics.observe("auth", 400, 0.010)
-    metrics.observe("records", 500, 0.050)
+    metrics.observe("/api/collections/n/records", 200, 0.003)
+    metrics.observe("/api/collections/n/records", 201, 0.004)
+    metrics.observe("/api/auth/login", 400, 0.010)
+    metrics.observe("/api/collections/n/records", 500, 0.050)
     clock.now += 59.9
-    metrics.observe("files", 404, 0.001)
+    metrics.observe("/api/files/f1", 404, 0.001)
     clock.now += 0.1  # the next minute
-    metrics.observe("realtime", 101, 0.002)
+    metrics.observe("/api/realtime", 101, 0.002)
     series = metrics.series(180)
     assert series["window"] == 180 and series["resolution"] == 60
     points = series["points"]
@@ -114,16 +115,16 @@ def test_minutes_roll_over_and_count_by_group_and_status() -> None:
 
 def test_unknown_group_counts_as_other() -> None:
     metrics = InstanceMetrics(None, Clock())
-    metrics.observe("nonsense", 200, 0.001)
+    metrics.observe("/api/nonsense", 200, 0.001)
     assert set(metrics.series(60)["totals"]["groups"]) == {"other"}
 
 
 def test_percentiles_come_from_the_buckets() -> None:
     metrics = InstanceMetrics(None, Clock())
     for _ in range(50):
-        metrics.observe("records", 200, 0.0015)  # bucket (1 ms, 2 ms]
+        metrics.observe("/api/collections/n/records", 200, 0.0015)  # bucket (1 ms, 2 ms]
     for _ in range(50):
-        metrics.observe("records", 200, 0.015)  # bucket (10 ms, 20 ms]
+        metrics.observe("/api/collections/n/records", 200, 0.015)  # bucket (10 ms, 20 ms]
     totals = metrics.series(60)["totals"]
     assert totals["p50_ms"] == 2.0  # rank 50 closes the first bucket
     assert totals["p95_ms"] == 19.0  # 10 + 10 * 45/50
@@ -132,9 +133,9 @@ def test_percentiles_come_from_the_buckets() -> None:
 
 def test_percentiles_past_the_last_bucket_report_its_bound() -> None:
     metrics = InstanceMetrics(None, Clock())
-    metrics.observe("records", 200, 0.0001)
+    metrics.observe("/api/collections/n/records", 200, 0.0001)
     for _ in range(9):
-        metrics.observe("records", 200, 120.0)
+        metrics.observe("/api/collections/n/records", 200, 120.0)
     totals = metrics.series(60)["totals"]
     assert totals["p95_ms"] == BUCKETS[-1] * 1000
     assert totals["p50_ms"] == BUCKETS[-1] * 1000
@@ -166,10 +167,10 @@ def test_history_older_than_24_hours_is_dropped_but_gauges_stay(tmp_path: Path) 
     path = tmp_path / "metrics.jsonl"
     clock = Clock()
     metrics = InstanceMetrics(path, clock)
-    metrics.observe("records", 200, 0.002)
+    metrics.observe("/api/collections/n/records", 200, 0.002)
     metrics.set_gauges(**gauges(records=7))
     clock.now += 2 * 3600
-    metrics.observe("records", 200, 0.002)
+    metrics.observe("/api/collections/n/records", 200, 0.002)
     metrics.flush()
     clock.now += DAY - 2 * 3600 + 300  # the first minute is 24 h 5 min old
     series = metrics.series(DAY)
@@ -191,7 +192,8 @@ def test_gauges_carry_into_a_minute_at_the_edge_of_the_window() -> None:
     metrics = InstanceMetrics(None, clock)
     metrics.set_gauges(**gauges(users=4))
     clock.now += 120
-    metrics.observe("records", 200, 0.001)  # the first minute of the 1 h window below
+    # the first minute of the 1 h window below
+    metrics.observe("/api/collections/n/records", 200, 0.001)
     clock.now += 3540
     points = metrics.series(3600)["points"]
     assert points[0]["requests"] == 1 and points[0]["users"] == 4
@@ -202,10 +204,10 @@ def test_a_reopened_file_restores_the_series(tmp_path: Path) -> None:
     clock = Clock()
     metrics = InstanceMetrics(path, clock)
     for status in (200, 200, 404, 503):
-        metrics.observe("records", status, 0.004)
+        metrics.observe("/api/collections/n/records", status, 0.004)
     metrics.set_gauges(**gauges(users=5))
     clock.now += 60
-    metrics.observe("auth", 200, 0.2)
+    metrics.observe("/api/auth/login", 200, 0.2)
     clock.now += 60
     metrics.flush()
     before = metrics.series(3600)
@@ -221,12 +223,12 @@ def test_the_minute_in_progress_survives_a_restart_within_it(tmp_path: Path) -> 
     clock = Clock()
     first = InstanceMetrics(path, clock)
     for _ in range(3):
-        first.observe("records", 200, 0.001)
+        first.observe("/api/collections/n/records", 200, 0.001)
     first.flush()
     clock.now += 20
     second = InstanceMetrics(path, clock)
-    second.observe("records", 200, 0.001)
-    second.observe("records", 500, 0.001)
+    second.observe("/api/collections/n/records", 200, 0.001)
+    second.observe("/api/collections/n/records", 500, 0.001)
     assert second.series(60)["totals"]["requests"] == 5
     clock.now += 60
     second.flush()
@@ -249,7 +251,7 @@ def test_an_idle_backpack_writes_nothing_new(tmp_path: Path) -> None:
         metrics.flush()
     assert path.read_bytes() == written
     assert len(written.splitlines()) == 1
-    metrics.observe("records", 200, 0.001)
+    metrics.observe("/api/collections/n/records", 200, 0.001)
     metrics.flush()
     assert len(path.read_bytes().splitlines()) == 2  # the idle minutes took no room
 
@@ -260,7 +262,7 @@ def test_flushes_append_and_parts_of_a_minute_add_up(tmp_path: Path) -> None:
     metrics = InstanceMetrics(path, clock)
     metrics.set_gauges(**gauges(users=9))
     for _ in range(3):  # three flushes within one minute, each after new requests
-        metrics.observe("records", 200, 0.001)
+        metrics.observe("/api/collections/n/records", 200, 0.001)
         metrics.flush()
         clock.now += 10
     metrics.flush()  # nothing new: nothing written
@@ -277,12 +279,12 @@ def test_without_a_file_only_24_hours_stay_in_memory() -> None:
     clock = Clock()
     metrics = InstanceMetrics(None, clock)
     for _ in range(6):
-        metrics.observe("records", 200, 0.001)
+        metrics.observe("/api/collections/n/records", 200, 0.001)
         metrics.set_gauges(**gauges(records=3))
         metrics.flush()
         clock.now += 3600
     clock.now += DAY - 3 * 3600 - 90  # the first three hours are beyond 24 h
-    metrics.observe("records", 200, 0.001)
+    metrics.observe("/api/collections/n/records", 200, 0.001)
     series = metrics.series(DAY)
     assert series["totals"]["requests"] == 4
     assert series["points"][0]["records"] == 3
@@ -293,9 +295,9 @@ def test_damaged_lines_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     clock = Clock()
     metrics = InstanceMetrics(path, clock)
-    metrics.observe("records", 200, 0.001)
+    metrics.observe("/api/collections/n/records", 200, 0.001)
     clock.now += 60
-    metrics.observe("files", 200, 0.001)
+    metrics.observe("/api/files/f1", 200, 0.001)
     metrics.flush()
     lines = path.read_bytes().splitlines()
     path.write_bytes(b"\n".join([b"{not json", lines[0], b'{"minute": 7}', lines[1][:10]]))
@@ -342,10 +344,10 @@ def test_prometheus_text_parses_back() -> None:
     todo = InstanceMetrics(None, clock)
     chat = InstanceMetrics(None, clock)
     for seconds in (0.0003, 0.004, 0.004, 0.3, 45.0):
-        todo.observe("records", 200, seconds)
-    todo.observe("auth", 401, 0.01)
+        todo.observe("/api/collections/n/records", 200, seconds)
+    todo.observe("/api/auth/login", 401, 0.01)
     clock.now += 3600  # counters are cumulative, whatever the minute series holds
-    chat.observe("realtime", 101, 0.002)
+    chat.observe("/api/realtime", 101, 0.002)
     todo.set_gauges(**gauges(realtime_connections=3, records=40, users=2, storage_bytes=999))
     text = render_prometheus(
         {"todo": todo, "chat": chat},
@@ -399,7 +401,7 @@ def test_prometheus_text_parses_back() -> None:
 
 def test_prometheus_escapes_label_values() -> None:
     metrics = InstanceMetrics(None, Clock())
-    metrics.observe("records", 200, 0.001)
+    metrics.observe("/api/collections/n/records", 200, 0.001)
     families = parse_prometheus(render_prometheus({'we"ird\\na\nme': metrics}))
     _, labels, _ = families["backpack_requests_total"]["samples"][0]
     assert labels["instance"] == 'we\\"ird\\\\na\\nme'
@@ -420,15 +422,16 @@ def test_workers_series_merge_counts_and_gauges(tmp_path: Path) -> None:
     clock = Clock()
     one = InstanceMetrics(tmp_path / metrics_file(1), clock, worker=1)
     two = InstanceMetrics(tmp_path / metrics_file(2), clock, worker=2)
-    one.observe("records", 200, 0.001)
+    one.observe("/api/collections/n/records", 200, 0.001)
     one.set_gauges(**gauges(realtime_connections=3, records=10))
     for _ in range(2):
-        two.observe("auth", 401, 0.002)
+        two.observe("/api/auth/login", 401, 0.002)
     two.set_gauges(**gauges(realtime_connections=4, records=12))
     one.flush()
     two.flush()
     assert (tmp_path / "metrics.w1.jsonl").exists() and (tmp_path / "metrics.w2.jsonl").exists()
-    one.observe("records", 200, 0.001)  # not flushed: counted from memory by its own worker
+    # not flushed: counted from memory by its own worker
+    one.observe("/api/collections/n/records", 200, 0.001)
     totals = one.series(60)["totals"]
     assert totals["requests"] == 4 and totals["client_errors"] == 2
     assert totals["realtime_connections"] == 7  # each worker's own sockets
@@ -440,9 +443,9 @@ def test_prometheus_shows_each_worker_with_its_label(tmp_path: Path) -> None:
     clock = Clock()
     one = InstanceMetrics(tmp_path / metrics_file(1), clock, worker=1)
     two = InstanceMetrics(tmp_path / metrics_file(2), clock, worker=2)
-    one.observe("records", 200, 0.001)
+    one.observe("/api/collections/n/records", 200, 0.001)
     for _ in range(2):
-        two.observe("records", 200, 0.001)
+        two.observe("/api/collections/n/records", 200, 0.001)
     two.flush()
     (tmp_path / "metrics.w5.totals.json").write_bytes(b"not json")  # ignored
     text = render_prometheus({"todo": one})
@@ -459,9 +462,43 @@ def test_prometheus_shows_each_worker_with_its_label(tmp_path: Path) -> None:
 def test_a_single_process_reads_what_workers_wrote_before(tmp_path: Path) -> None:
     clock = Clock()
     worker = InstanceMetrics(tmp_path / metrics_file(1), clock, worker=1)
-    worker.observe("records", 200, 0.001)
+    worker.observe("/api/collections/n/records", 200, 0.001)
     worker.flush()
     single = InstanceMetrics(tmp_path / metrics_file(None), clock)
-    single.observe("records", 200, 0.001)
+    single.observe("/api/collections/n/records", 200, 0.001)
     assert single.series(60)["totals"]["requests"] == 2
     assert 'worker="' not in render_prometheus({"todo": single})
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        0.0,
+        -1.0,
+        0.0001,
+        0.0005,
+        0.00050001,
+        0.001,
+        0.0015,
+        0.002,
+        0.003,
+        0.005,
+        0.0051,
+        0.01,
+        0.0100001,
+        0.05,
+        0.3,
+        1.0,
+        29.0,
+        30.0,
+        31.0,
+        float("inf"),
+        float("nan"),
+    ],
+)
+def test_latency_bucket_is_bisect_of_the_bounds(seconds: float) -> None:
+    metrics = InstanceMetrics(None, Clock())
+    metrics.observe("/api/health", 200, seconds)
+    expected = bisect_left(BUCKETS, seconds)  # the definition; the counting loop unrolls it
+    cells = [cell for cell, count in enumerate(metrics._latency) if count]
+    assert cells == [GROUP_INDEX["other"] * (len(BUCKETS) + 1) + expected]
