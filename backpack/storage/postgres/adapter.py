@@ -468,25 +468,29 @@ class PostgresStorage:
         if len(ops) == 1 and isinstance(ops[0], Insert):
             await self._insert_grouped(ops[0])
             return
+        changes = await self._writing(lambda conn: self._apply(conn, ops))
+        for name, table in changes.items():
+            if table is None:
+                self._tables.pop(name, None)
+            else:
+                self._tables[name] = table
+        for op in ops:
+            if isinstance(op, _ROW_OPS):
+                self._note_written(op.collection, 1)
+            elif isinstance(op, PutCollection) and op.indexes and not op.create:
+                self._note_written(op.name, _ANALYZE_AFTER)  # new expressions to measure
+
+    async def _writing(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """`work` on a pooled connection; once more, after reloading the table map, if a
+        table it writes to changed under it (another worker dropped and made it again)."""
         for attempt in range(2):
             try:
-                changes = await self._run(lambda conn: self._apply(conn, ops), retry=False)
+                return await self._run(work, retry=False)
             except _TableGone:
                 if attempt:
                     raise Unavailable("The collection's table changed during the write.") from None
                 await self._reload_tables()
-                continue
-            for name, table in changes.items():
-                if table is None:
-                    self._tables.pop(name, None)
-                else:
-                    self._tables[name] = table
-            for op in ops:
-                if isinstance(op, _ROW_OPS):
-                    self._note_written(op.collection, 1)
-                elif isinstance(op, PutCollection) and op.indexes and not op.create:
-                    self._note_written(op.name, _ANALYZE_AFTER)  # new expressions to measure
-            return
+        raise AssertionError("unreachable")
 
     # Group commit of creates. Many clients creating records at once would each cost a
     # statement, a commit and a WAL flush; instead, creates that arrive while earlier ones are
@@ -553,14 +557,7 @@ class PostgresStorage:
             raise
 
     async def _insert_members(self, members: list[_PendingInsert]) -> None:
-        for attempt in range(2):
-            try:
-                await self._run(functools.partial(self._insert_rows, members=members), retry=False)
-                return
-            except _TableGone:
-                if attempt:
-                    raise Unavailable("The collection's table changed during the write.") from None
-                await self._reload_tables()
+        await self._writing(functools.partial(self._insert_rows, members=members))
 
     async def _insert_rows(self, conn: Any, members: list[_PendingInsert]) -> None:
         """Insert the members' rows (one collection's); settle each member's future."""
