@@ -303,9 +303,6 @@ class InstanceLog:
         self._tail: deque[tuple[bytes, int]] = deque()
         self._tail_entries = 0
         self._subscribers: set[Subscription] = set()
-        # Whether anyone follows the log live (then requests are logged as they end): a
-        # plain attribute, read on every request.
-        self.streaming = False
         self._flush_at = FLUSH_BYTES
         directory.mkdir(parents=True, exist_ok=True)
         self._size = cut_partial_line(self._file)
@@ -317,6 +314,11 @@ class InstanceLog:
             self._last_id = base if base <= self._last_id else base - WORKER_ID_STEP
         # Whether entries older than the in-memory tail may exist on disk.
         self._older_on_disk = last is not None
+
+    @property
+    def streaming(self) -> bool:
+        """Whether anyone follows the log live."""
+        return bool(self._subscribers)
 
     def request(
         self,
@@ -474,7 +476,6 @@ class InstanceLog:
                 subscription.close()
                 return subscription
         self._subscribers.add(subscription)
-        self.streaming = True
         if self._followed is None:
             self.follow()  # from now on, the other workers' new entries too
         return subscription
@@ -483,7 +484,6 @@ class InstanceLog:
         self._subscribers.discard(subscription)
         if not self._subscribers:
             self._followed = None
-            self.streaming = False
         subscription.close()
 
     def flush(self) -> None:
