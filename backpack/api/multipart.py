@@ -85,7 +85,9 @@ async def multipart_events(request: Request) -> AsyncIterator[tuple[str, object]
         events.queue.append(("part", PartHeaders(name, filename, content_type)))
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        events.queue.append(("data", bytes(data[start:end])))
+        # Most of a file arrives as whole received chunks: pass those on without a copy.
+        whole = start == 0 and end == len(data)
+        events.queue.append(("data", data if whole else data[start:end]))
 
     def on_part_end() -> None:
         events.queue.append(("end_part", None))

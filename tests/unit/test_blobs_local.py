@@ -169,14 +169,39 @@ async def test_small_chunks_are_written_a_buffer_at_a_time(
 async def test_full_disk_is_unavailable_and_leaves_no_temp(
     store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def write(fd: int, data: bytes) -> int:
+    def writev(fd: int, buffers: list[memoryview]) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "writev", writev)
     with pytest.raises(Unavailable) as raised:
         await store.put_bytes(b"no room")
     assert raised.value.message == "The file store could not store the upload: the disk is full."
     assert os.listdir(store.root / "tmp") == []
+
+
+async def test_short_writes_are_continued(
+    store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may take part of a writev; the rest follows, across and inside chunks."""
+    real_writev = os.writev
+    calls = []
+
+    def writev(fd: int, buffers: list[memoryview]) -> int:
+        calls.append(len(buffers))
+        first = buffers[0]
+        return real_writev(fd, [first[: max(1, len(first) // 3)]])  # a third of one buffer
+
+    monkeypatch.setattr(os, "writev", writev)
+    data = [os.urandom(n) for n in (1, 4096, 70_000, 3, 100_000)]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for chunk in data:
+            yield chunk
+
+    info = await store.put(chunks())
+    assert store.blob_path(info.key).read_bytes() == b"".join(data)
+    assert info.sha256 == hashlib.sha256(b"".join(data)).hexdigest()
+    assert len(calls) > len(data)  # continued after every short write
 
 
 async def test_stream_outlives_a_delete(store: LocalBlobStore) -> None:
