@@ -150,6 +150,50 @@ async def test_concurrent_creates_each_get_their_own_answer(storage: Storage) ->
     assert found is not None and jsonutil.loads(found.doc)["n"] == 3
 
 
+async def test_concurrent_gets_each_get_their_own_answer(storage: Storage) -> None:
+    """Gets that arrive together may be read together (PostgreSQL reads them with one
+    query): each still gets its own record, or None, or its own error."""
+    await make(storage)
+    await make(storage, "others")
+    await storage.apply([Insert("items", f"i{i}", 1, doc(f"i{i}", n=i)) for i in range(30)])
+    await storage.apply([Insert("others", f"i{i}", 2, doc(f"i{i}", n=-i)) for i in range(10)])
+    wanted: list[tuple[str, str]] = []
+    for i in range(200):
+        match i % 5:
+            case 0:
+                wanted.append(("items", f"i{i % 30}"))
+            case 1:
+                wanted.append(("others", f"i{i % 12}"))  # i10, i11: missing there
+            case 2:
+                wanted.append(("items", f"missing{i}"))
+            case 3:
+                wanted.append(("nope", "i1"))
+            case _:
+                wanted.append(("items", "i7"))  # the same record, many times at once
+    wanted.append(("items", "i1\x00"))
+    results = await asyncio.gather(
+        *(storage.get(collection, rid) for collection, rid in wanted), return_exceptions=True
+    )
+    for (collection, rid), result in zip(wanted, results, strict=True):
+        if collection == "nope":
+            assert isinstance(result, NotFound), result
+        elif rid.startswith("missing") or "\x00" in rid:
+            assert result is None
+        elif collection == "others" and rid in ("i10", "i11"):
+            assert result is None  # there are 10 of those
+        else:
+            assert not isinstance(result, BaseException) and result is not None, (rid, result)
+            n = int(rid[1:])
+            assert jsonutil.loads(result.doc) == jsonutil.loads(
+                doc(rid, n=n if collection == "items" else -n)
+            )
+            assert result.version == (1 if collection == "items" else 2)
+    # Under a filter, concurrent gets keep to it, each on its own record.
+    where = parse_filter({"n": {"$gte": 15}})
+    got = await asyncio.gather(*(storage.get("items", f"i{i}", where) for i in range(30)))
+    assert [found is not None for found in got] == [i >= 15 for i in range(30)]
+
+
 async def test_unique_index_tells_types_apart(storage: Storage) -> None:
     await make(storage, "items", IndexDef("u", (IndexKey(("k",)),), unique=True))
     await storage.apply([Insert("items", "a", 1, doc("a", k=1))])

@@ -21,7 +21,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -72,6 +72,8 @@ _CONNECT_TIMEOUT: Final = 10.0
 _CHECK_CHUNK: Final = 500  # rows fetched at a time for check_existing and re-tested scans
 _MAX_GROUP: Final = 256  # single-record creates sent as one statement
 _GROUP_FLUSHERS: Final = 2  # grouped statements in flight at once, per process
+_MAX_GET_GROUP: Final = 500  # gets by id read with one query
+_GET_READERS: Final = 4  # grouped gets in flight at once, per process
 _ANALYZE_AFTER: Final = 500  # rows written to a table (and 10% of it) before its ANALYZE
 _ROW_OPS = (Insert, Update, Delete)
 _SCHEMA: Final = """
@@ -182,9 +184,20 @@ class PostgresStorage:
         self.max_size = max_size
         self._pool: Any = None
         self._tables: dict[str, str] = {}
-        self._pending: list[_PendingInsert] = []
-        self._flushers = 0
-        self._flush_tasks: set[asyncio.Task[None]] = set()
+        self._creates = _Batcher[_PendingInsert, str](
+            lambda pending: pending.op.collection,
+            self._insert_members,
+            "The write was interrupted; it may not have been stored.",
+            slots=_GROUP_FLUSHERS,
+            size=_MAX_GROUP,
+        )
+        self._gets = _Batcher[_PendingGet, tuple[str, str]](
+            lambda pending: (pending.collection, pending.sql),
+            self._get_members,
+            "The read was interrupted; try again.",
+            slots=_GET_READERS,
+            size=_MAX_GET_GROUP,
+        )
         self._written: dict[str, int] = {}  # collection → rows written since its ANALYZE
         self._sizes: dict[str, int] = {}  # collection → rows at its last ANALYZE
         self._analyzer: asyncio.Task[None] | None = None
@@ -336,15 +349,38 @@ class PostgresStorage:
         if "\x00" in record_id:
             return None
         found = _where(where, field_types, 2)
+        if found.params:  # a filter with values of its own (a rule naming the caller)
 
-        async def work(conn: Any, table: str) -> Any:
-            sql = f"SELECT doc, version FROM {table} WHERE id = $1 AND {found.sql}"
-            return await conn.fetchrow(sql, record_id, *found.params)
+            async def work(conn: Any, table: str) -> Any:
+                sql = f"SELECT doc, version FROM {table} WHERE id = $1 AND {found.sql}"
+                return await conn.fetchrow(sql, record_id, *found.params)
 
-        row = await self._read(collection, work)
+            row = await self._read(collection, work)
+        else:
+            pending = _PendingGet(
+                collection, found.sql, record_id, asyncio.get_running_loop().create_future()
+            )
+            row = await self._gets.join(pending)
         if row is None or not _recheck(found, where, row[0]):
             return None
         return StoredDoc(row[0], int(row[1]))
+
+    async def _get_members(self, members: list[_PendingGet]) -> None:
+        """One query for gets of one collection under one filter; settle each get."""
+        ids = list(dict.fromkeys(pending.record_id for pending in members))
+        sql = members[0].sql
+
+        async def work(conn: Any, table: str) -> list[Any]:
+            if len(ids) == 1:
+                query = f"SELECT id, doc, version FROM {table} WHERE id = $1 AND {sql}"
+                return list(await conn.fetch(query, ids[0]))
+            query = f"SELECT id, doc, version FROM {table} WHERE id = ANY($1::text[]) AND {sql}"
+            return list(await conn.fetch(query, ids))
+
+        rows = {row[0]: (row[1], row[2]) for row in await self._read(members[0].collection, work)}
+        for pending in members:
+            if not pending.future.done():
+                pending.future.set_result(rows.get(pending.record_id))
 
     async def get_many(
         self,
@@ -502,62 +538,19 @@ class PostgresStorage:
     # create wait behind a busy event loop: realtime delivery p99 went from 60 to 850 ms.)
     # If the grouped statement fails (a duplicate id or unique value), each create of the
     # group is sent again on its own, so each gets its own answer and only the faulty ones
-    # fail.
+    # fail. Gets of a record by id are grouped the same way (`_Batcher`): those that arrive
+    # while earlier ones are being read go together as one `id = ANY(…)` query.
 
     async def _insert_grouped(self, op: Insert) -> None:
-        loop = asyncio.get_running_loop()
-        pending = _PendingInsert(op, loop.create_future())
-        self._pending.append(pending)
-        if self._flushers < _GROUP_FLUSHERS:
-            self._flushers += 1
-            try:
-                while not pending.future.done() and self._pending:
-                    await self._flush_once()
-            finally:
-                self._flushers -= 1
-            if self._pending and self._flushers < _GROUP_FLUSHERS:
-                self._flushers += 1
-                task = loop.create_task(self._flush_inserts())
-                self._flush_tasks.add(task)
-                task.add_done_callback(self._flush_tasks.discard)
-        await pending.future
-
-    async def _flush_once(self) -> None:
-        group = [p for p in self._pending[:_MAX_GROUP] if not p.future.done()]
-        del self._pending[:_MAX_GROUP]
-        if group:
-            await self._insert_group(group)
-            for member in group:
-                future = member.future
-                if future.done() and not future.cancelled() and not future.exception():
-                    self._note_written(member.op.collection, 1)
-
-    async def _flush_inserts(self) -> None:
-        try:
-            while self._pending:
-                await self._flush_once()
-        finally:
-            self._flushers -= 1
-
-    async def _insert_group(self, group: list[_PendingInsert]) -> None:
-        by_collection: dict[str, list[_PendingInsert]] = {}
-        for pending in group:
-            by_collection.setdefault(pending.op.collection, []).append(pending)
-        try:
-            for members in by_collection.values():
-                try:
-                    await self._insert_members(members)
-                except Exception as exc:  # each create's answer, not the flusher's
-                    _settle(members, exc)
-        except BaseException:
-            # The writing request was cancelled (the server shutting down): the others of
-            # its group must not wait for ever; whether the statement in flight committed
-            # is unknown, as when a connection is lost.
-            _settle(group, Unavailable("The write was interrupted; it may not have been stored."))
-            raise
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._creates.join(_PendingInsert(op, future))
 
     async def _insert_members(self, members: list[_PendingInsert]) -> None:
         await self._writing(functools.partial(self._insert_rows, members=members))
+        for member in members:
+            future = member.future
+            if future.done() and not future.cancelled() and not future.exception():
+                self._note_written(member.op.collection, 1)
 
     async def _insert_rows(self, conn: Any, members: list[_PendingInsert]) -> None:
         """Insert the members' rows (one collection's); settle each member's future."""
@@ -805,7 +798,104 @@ class _PendingInsert:
         self.future = future
 
 
-def _settle(members: Sequence[_PendingInsert], error: BaseException | None) -> None:
+class _PendingGet:
+    """A get by id waiting to be read with others (`PostgresStorage.get`): its future gets
+    the row's (doc, version), or None."""
+
+    __slots__ = ("collection", "future", "record_id", "sql")
+
+    def __init__(
+        self, collection: str, sql: str, record_id: str, future: asyncio.Future[Any]
+    ) -> None:
+        self.collection = collection
+        self.sql = sql
+        self.record_id = record_id
+        self.future = future
+
+
+class _Member(Protocol):
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+
+M = TypeVar("M", bound=_Member)
+K = TypeVar("K")
+
+
+class _Batcher(Generic[M, K]):
+    """Requests that arrive while earlier ones are in flight go together in one statement.
+
+    A member that finds one of the `slots` free runs batches in its own task (its own
+    request, so a lone request waits for nothing) until it is answered, taking what waits
+    with it; one that finds every slot busy waits for a batch to take it, and a slot's
+    holder that is done hands what is left to a background task. A batch is split by
+    `key`; `run(members)` answers each member of one key through its future, and an error
+    it raises answers its members instead.
+    """
+
+    def __init__(
+        self,
+        key: Callable[[M], K],
+        run: Callable[[list[M]], Awaitable[None]],
+        interrupted: str,
+        *,
+        slots: int,
+        size: int,
+    ) -> None:
+        self._key = key
+        self._run = run
+        self._interrupted = interrupted
+        self._slots = slots
+        self._size = size
+        self._waiting: list[M] = []
+        self._busy = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def join(self, member: M) -> Any:
+        """`member`'s answer (its future's result)."""
+        self._waiting.append(member)
+        if self._busy < self._slots:
+            self._busy += 1
+            try:
+                while not member.future.done() and self._waiting:
+                    await self._run_once()
+            finally:
+                self._busy -= 1
+            if self._waiting and self._busy < self._slots:
+                self._busy += 1
+                task = asyncio.get_running_loop().create_task(self._drain())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return await member.future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                await self._run_once()
+        finally:
+            self._busy -= 1
+
+    async def _run_once(self) -> None:
+        batch = [m for m in self._waiting[: self._size] if not m.future.done()]
+        del self._waiting[: self._size]
+        by_key: dict[K, list[M]] = {}
+        for member in batch:
+            by_key.setdefault(self._key(member), []).append(member)
+        try:
+            for members in by_key.values():
+                try:
+                    await self._run(members)
+                except Exception as exc:  # each member's answer, not the runner's
+                    _settle(members, exc)
+        except BaseException:
+            # The running request was cancelled (the server shutting down): the others of
+            # its batch must not wait for ever; a write in flight may or may not be stored,
+            # as when a connection is lost.
+            _settle(batch, Unavailable(self._interrupted))
+            raise
+
+
+def _settle(members: Sequence[_Member], error: BaseException | None) -> None:
     for pending in members:
         if pending.future.done():
             continue
