@@ -43,6 +43,7 @@ from backpack.errors import (
     RangeNotSatisfiable,
     RateLimited,
 )
+from backpack.heap import freeze_startup_objects
 
 log = logging.getLogger("backpack.api")
 
@@ -286,6 +287,7 @@ class BackpackApp:
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                freeze_startup_objects()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.ctx.close()

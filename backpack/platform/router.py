@@ -24,6 +24,7 @@ from backpack import __version__
 from backpack.api.app import error_response, request_id_of
 from backpack.api.http import Receive, Response, Scope, Send, json_response
 from backpack.errors import BackpackError, MethodNotAllowed, NotFound
+from backpack.heap import freeze_startup_objects
 from backpack.platform.admin_api import PREFIX, AdminApi
 from backpack.platform.console import ConsoleFiles
 from backpack.platform.control import ControlPlane
@@ -178,6 +179,7 @@ class DeploymentApp:
                     text = exc.message if isinstance(exc, BackpackError) else str(exc)
                     await send({"type": "lifespan.startup.failed", "message": text})
                     return
+                freeze_startup_objects()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.control.close()

@@ -25,6 +25,7 @@ from backpack.api.app import AnsweredRequests, BackpackApp, error_response, requ
 from backpack.api.context import InstanceContext
 from backpack.api.http import Receive, Scope, Send
 from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
+from backpack.heap import release_startup_objects
 from backpack.platform.backup import Progress as BackupProgress
 from backpack.platform.backup import restore_backup
 from backpack.platform.engines import (
@@ -209,6 +210,7 @@ class EmbeddedInstance:
         return self.services
 
     async def stop(self) -> None:
+        release_startup_objects()  # this backpack may have been open since start-up
         async with self._lock:
             ctx, self.ctx, self.app = self.ctx, None, None
             if self.state != FAILED:
