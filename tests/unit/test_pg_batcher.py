@@ -42,6 +42,19 @@ def batcher(runner: Runner, slots: int = 1, size: int = 100) -> _Batcher[Ask, st
     return _Batcher[Ask, str](lambda ask: ask.key, runner, "interrupted", slots=slots, size=size)
 
 
+async def queued_behind(
+    batches: _Batcher[Ask, str], runner: Runner, first: Ask, rest: list[Ask]
+) -> tuple[asyncio.Future[int], list[asyncio.Future[int]]]:
+    """`first` joins and holds the only slot, its batch waiting on the gate; then `rest`
+    join (and wait for a slot). The gate is left closed."""
+    runner.gate.clear()
+    head = asyncio.ensure_future(batches.join(first))
+    await asyncio.sleep(0)
+    tail = [asyncio.ensure_future(batches.join(ask)) for ask in rest]
+    await asyncio.sleep(0)
+    return head, tail
+
+
 async def test_a_lone_request_runs_at_once_in_its_own_task() -> None:
     runner = Runner()
     assert await batcher(runner).join(Ask("a", 1)) == 10
@@ -50,12 +63,8 @@ async def test_a_lone_request_runs_at_once_in_its_own_task() -> None:
 
 async def test_requests_that_wait_for_a_slot_go_together() -> None:
     runner = Runner()
-    batches = batcher(runner, slots=1)
-    runner.gate.clear()
-    first = asyncio.ensure_future(batches.join(Ask("a", 1)))
-    await asyncio.sleep(0)  # the first holds the only slot, its batch in flight
-    rest = [asyncio.ensure_future(batches.join(Ask("a", v))) for v in range(2, 12)]
-    await asyncio.sleep(0)
+    asks = [Ask("a", v) for v in range(2, 12)]
+    first, rest = await queued_behind(batcher(runner), runner, Ask("a", 1), asks)
     runner.gate.set()
     assert await asyncio.gather(first, *rest) == [v * 10 for v in range(1, 12)]
     assert runner.batches == [[1], list(range(2, 12))]
@@ -63,13 +72,8 @@ async def test_requests_that_wait_for_a_slot_go_together() -> None:
 
 async def test_batches_are_split_by_key_and_size() -> None:
     runner = Runner()
-    batches = batcher(runner, slots=1, size=4)
-    runner.gate.clear()
-    first = asyncio.ensure_future(batches.join(Ask("a", 0)))
-    await asyncio.sleep(0)
-    keys = ["a", "b", "a", "b", "a", "b"]
-    rest = [asyncio.ensure_future(batches.join(Ask(k, v))) for v, k in enumerate(keys, 1)]
-    await asyncio.sleep(0)
+    asks = [Ask(k, v) for v, k in enumerate("ababab", 1)]
+    first, rest = await queued_behind(batcher(runner, size=4), runner, Ask("a", 0), asks)
     runner.gate.set()
     assert await asyncio.gather(first, *rest) == [v * 10 for v in range(7)]
     # At most 4 per batch, each batch split by key.
@@ -79,12 +83,8 @@ async def test_batches_are_split_by_key_and_size() -> None:
 async def test_an_error_answers_only_its_key() -> None:
     runner = Runner()
     runner.fail["b"] = NotFound("no b")
-    batches = batcher(runner, slots=1)
-    runner.gate.clear()
-    first = asyncio.ensure_future(batches.join(Ask("a", 0)))
-    await asyncio.sleep(0)
-    rest = [asyncio.ensure_future(batches.join(Ask(k, v))) for v, k in enumerate("abab", 1)]
-    await asyncio.sleep(0)
+    asks = [Ask(k, v) for v, k in enumerate("abab", 1)]
+    first, rest = await queued_behind(batcher(runner), runner, Ask("a", 0), asks)
     runner.gate.set()
     results = await asyncio.gather(first, *rest, return_exceptions=True)
     assert results[:2] == [0, 10] and results[3] == 30
@@ -93,12 +93,8 @@ async def test_an_error_answers_only_its_key() -> None:
 
 async def test_a_cancelled_runner_answers_the_others_of_its_batch() -> None:
     runner = Runner()
-    batches = batcher(runner, slots=1)
-    runner.gate.clear()
-    first = asyncio.ensure_future(batches.join(Ask("a", 1)))
-    await asyncio.sleep(0)
-    waiting = [asyncio.ensure_future(batches.join(Ask("a", v))) for v in (2, 3)]
-    await asyncio.sleep(0)
+    batches = batcher(runner)
+    first, waiting = await queued_behind(batches, runner, Ask("a", 1), [Ask("a", 2), Ask("a", 3)])
     runner.holds[2] = asyncio.Event()  # the batch of 2 and 3 will wait
     runner.gate.set()
     assert await first == 10
@@ -113,12 +109,8 @@ async def test_a_cancelled_runner_answers_the_others_of_its_batch() -> None:
 
 async def test_what_a_done_holder_leaves_is_finished_in_the_background() -> None:
     runner = Runner()
-    batches = batcher(runner, slots=1, size=2)
-    runner.gate.clear()
-    first = asyncio.ensure_future(batches.join(Ask("a", 1)))
-    await asyncio.sleep(0)
-    rest = [asyncio.ensure_future(batches.join(Ask("a", v))) for v in range(2, 8)]
-    await asyncio.sleep(0)
+    asks = [Ask("a", v) for v in range(2, 8)]
+    first, rest = await queued_behind(batcher(runner, size=2), runner, Ask("a", 1), asks)
     runner.gate.set()
     assert await first == 10  # answered by its own batch; the rest goes on without it
     assert await asyncio.gather(*rest) == [v * 10 for v in range(2, 8)]
