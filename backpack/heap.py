@@ -9,13 +9,8 @@ what a p99 latency shows. Once start-up is done, the server collects what start-
 left behind and moves every object alive then into the collector's permanent
 generation (`gc.freeze()`), so later collections walk only what came after.
 
-A backpack created or started while serving joins them once it runs
-(`freeze_started_backpack()`): with 100 backpacks in one `serve` process, full
-collections walking every backpack's objects had made a request cost 13 % more CPU
-than on `serve-instance` (bench/CONTROL.md), 5 % with them frozen.
-
-Frozen objects are never collected, so a backpack that is later stopped or
-removed would keep whatever of it is held in reference cycles:
+Frozen objects are never collected, so a backpack open at start-up that is later
+stopped or removed would keep whatever of it is held in reference cycles:
 `release_startup_objects()` hands everything back to the collector at that point
 (the next full collection walks it all once more).
 """
@@ -28,14 +23,6 @@ import gc
 def freeze_startup_objects() -> None:
     """Collect start-up garbage; keep the collector away from what is alive now."""
     gc.collect()
-    gc.freeze()
-
-
-def freeze_started_backpack() -> None:
-    """A backpack started while serving: freeze it too. Only the young generations are
-    collected first, a full collection being what freezing avoids; older garbage, if
-    any, waits for the next release."""
-    gc.collect(1)
     gc.freeze()
 
 

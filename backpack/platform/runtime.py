@@ -25,7 +25,7 @@ from backpack.api.app import AnsweredRequests, BackpackApp, error_response, requ
 from backpack.api.context import InstanceContext
 from backpack.api.http import Receive, Scope, Send
 from backpack.errors import BackpackError, Conflict, NotFound, Unavailable
-from backpack.heap import freeze_started_backpack, release_startup_objects
+from backpack.heap import release_startup_objects
 from backpack.platform.backup import Progress as BackupProgress
 from backpack.platform.backup import restore_backup
 from backpack.platform.engines import (
@@ -197,7 +197,6 @@ class EmbeddedInstance:
             self.ctx, self.app = ctx, app
             self.state, self.reason = RUNNING, None
             self.log.event("started", "Started.")
-            freeze_started_backpack()
 
     def storage_services(self) -> Services:
         """This backpack's services, its records where its `engine` file says."""

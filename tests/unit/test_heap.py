@@ -8,11 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from backpack.heap import (
-    freeze_started_backpack,
-    freeze_startup_objects,
-    release_startup_objects,
-)
+from backpack.heap import freeze_startup_objects, release_startup_objects
 
 
 @pytest.fixture
@@ -40,12 +36,3 @@ def test_frozen_objects_are_not_collected_until_released(thawed: None) -> None:
     assert ref() is None  # handed back: collected
     release_startup_objects()  # nothing frozen: nothing to do
     assert gc.get_freeze_count() == 0
-
-
-def test_a_started_backpack_is_frozen_too(thawed: None) -> None:
-    freeze_startup_objects()
-    before = gc.get_freeze_count()
-    backpack = [Node() for _ in range(100)]  # what a backpack made when it started
-    freeze_started_backpack()
-    assert gc.get_freeze_count() >= before + 100
-    assert backpack
