@@ -1,6 +1,7 @@
 """The control plane's targets (issue 7), measured on 127.0.0.1 in one run.
 
-    .venv/bin/python -m bench.control [--count 100] [--rounds 3] [--quick] [--output FILE]
+    .venv/bin/python -m bench.control [--count 100] [--rounds 3] [--pairs 3] [--quick]
+                                      [--output FILE]
 
 Starts a fresh `backpack serve` and, beside it, a `backpack serve-instance`, then:
 
@@ -11,7 +12,9 @@ Starts a fresh `backpack serve` and, beside it, a `backpack serve-instance`, the
 3. runs scenario (a) of bench/run.py (GET one record by random id of 10,000 seeded) on
    backpack #1 and on the last one, by Host header (#N as fast as #1);
 4. runs (a) on the serve-instance and on backpack #1 by Host header and by path (/i/NAME):
-   the router's cost against a backpack served alone.
+   the router's cost against a backpack served alone. The host form and the serve-instance
+   are measured on --pairs independent pairs of processes (each serve with --count
+   backpacks of its own), because one process differs from the next by several per cent.
 
 Writes bench/CONTROL.md. Every process it starts is ended when it finishes, fails, is
 interrupted or runs past --time-limit.
@@ -284,28 +287,57 @@ def create_backpacks(serve: Deployment, creation: Creation) -> None:
     )
 
 
-def make_targets(
-    alone: Backpack, serve: Deployment, first: Hosted, last: Hosted, seeded: dict[str, list[str]]
-) -> list[Target]:
-    """What wrk hits: the serve-instance, #1 and #N by Host header, #1 by path."""
+@dataclass
+class Pair:
+    """A serve-instance and a serve with --count backpacks, #1 and #N of them seeded (#N on
+    the first pair only), the same data in each. Pair 1 also measures (1) to (3)."""
+
+    number: int
+    alone: Backpack
+    serve: Deployment
+    first: Hosted | None = None
+    last: Hosted | None = None
+
+    @property
+    def suffix(self) -> str:
+        """Of its targets' keys and labels: none for pair 1, else ' #2' …"""
+        return "" if self.number == 1 else f" #{self.number}"
+
+
+def make_pair(number: int, workdir: Path) -> Pair:
+    base = workdir if number == 1 else workdir / f"pair-{number}"
+    serve, alone = Deployment(base), Backpack(base)
+    pair = Pair(number, alone, serve)
+    serve.label += pair.suffix
+    alone.label = "serve-instance" + pair.suffix
+    return pair
+
+
+def make_targets(pair: Pair, seeded: dict[str, list[str]]) -> list[Target]:
+    """What wrk hits: the serve-instance and #1 by Host header; on pair 1 also #N by Host
+    header and #1 by path."""
     prefix = Backpack.RECORDS + "/"
+    serve, first, last, tag = pair.serve, pair.first, pair.last, pair.suffix
 
     def ids_of(server: Backpack) -> tuple[str, str]:
         ids = seeded[server.label]
         return _write_lines(server.workdir / "ids.txt", ids), ids[0]
 
-    ids_file, first_id = ids_of(alone)
-    load = Load(alone.base_url + "/", GET_BY_ID_LUA, (ids_file, prefix))
-    targets = [Target("alone", "serve-instance", load, alone, first_id)]
-    for key, hosted in (("host_first", first), ("host_last", last)):
+    ids_file, first_id = ids_of(pair.alone)
+    load = Load(pair.alone.base_url + "/", GET_BY_ID_LUA, (ids_file, prefix))
+    targets = [Target("alone" + tag, pair.alone.label, load, pair.alone, first_id)]
+    hosts = [("host_first", first), ("host_last", last)]
+    for key, hosted in ((key, hosted) for key, hosted in hosts if hosted is not None):
         ids_file, first_id = ids_of(hosted)
         host = serve.host_header(hosted.instance)
         load = Load(serve.base_url + "/", host_script(hosted.workdir, host), (ids_file, prefix))
-        targets.append(Target(key, f"serve, Host {host}", load, serve, first_id, host))
-    ids_file, first_id = ids_of(first)
-    path_prefix = f"/i/{first.instance}{prefix}"
-    load = Load(serve.base_url + "/", GET_BY_ID_LUA, (ids_file, path_prefix))
-    targets.append(Target("path_first", f"serve, /i/{first.instance}", load, serve, first_id))
+        label = f"serve{tag}, Host {host}"
+        targets.append(Target(key + tag, label, load, serve, first_id, host))
+    if first is not None and pair.number == 1:
+        ids_file, first_id = ids_of(first)
+        path_prefix = f"/i/{first.instance}{prefix}"
+        load = Load(serve.base_url + "/", GET_BY_ID_LUA, (ids_file, path_prefix))
+        targets.append(Target("path_first", f"serve, /i/{first.instance}", load, serve, first_id))
     return targets
 
 
@@ -319,31 +351,44 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
     report["busy_before_pct"] = busy
     log(f"machine CPU busy before starting: {busy:.0f}% of {os.cpu_count()} cores")
 
-    serve = Deployment(workdir)
-    alone = Backpack(workdir)
-    alone.label = "serve-instance"
+    pairs = [make_pair(number, workdir) for number in range(1, args.pairs + 1)]
+    serve = pairs[0].serve
     infos: dict[str, ServerInfo] = report["servers"]
     try:
-        for server in (serve, alone):
-            log(f"{server.label}: starting")
-            server.start()
-            infos[server.label] = ServerInfo(server.label, server.version(), server.command_line())
+        for pair in pairs:
+            for server in (pair.serve, pair.alone):
+                log(f"{server.label}: starting")
+                server.start()
+                infos[server.label] = ServerInfo(
+                    server.label, server.version(), server.command_line()
+                )
         serve.set_up_admin()
         report["creation"] = creation = Creation(args.count)
         create_backpacks(serve, creation)
+        for pair in pairs[1:]:  # the same backpacks, not timed: only (4) runs on them
+            pair.serve.set_up_admin()
+            for i in range(1, args.count + 1):
+                pair.serve.create(NAME_FORMAT.format(i))
+            log(f"{pair.serve.label}: created {args.count} backpacks")
 
         records = data.make_records()
-        first = serve.hosted(NAME_FORMAT.format(1))
-        last = serve.hosted(NAME_FORMAT.format(args.count))
         seeded: dict[str, list[str]] = {}
-        for server in (alone, first, last):
-            info = infos.setdefault(server.label, ServerInfo(server.label))
-            seeded[server.label] = prepare_records(server, records, info)
-        targets = make_targets(alone, serve, first, last, seeded)
+        targets: list[Target] = []
+        for pair in pairs:
+            pair.first = pair.serve.hosted(NAME_FORMAT.format(1))
+            if pair.number == 1:
+                pair.last = pair.serve.hosted(NAME_FORMAT.format(args.count))
+            for one in (pair.alone, pair.first, pair.last):
+                if one is not None:
+                    info = infos.setdefault(one.label, ServerInfo(one.label))
+                    seeded[one.label] = prepare_records(one, records, info)
+            targets += make_targets(pair, seeded)
         report["targets"] = {t.key: t.label for t in targets}
         for target in targets:
             probe(target)
         # Isolation, and proof that the Host header routes: #1's record is not found in #N.
+        first, last = pairs[0].first, pairs[0].last
+        assert first is not None and last is not None
         url = f"{serve.base_url}{Backpack.RECORDS}/{seeded[first.label][0]}"
         status, _ = http_raw("GET", url, headers={"Host": serve.host_header(last.instance)})
         if status != 404:
@@ -370,24 +415,32 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
                 )
         report["rss_end_kb"] = tree_rss_kb(process_tree(serve.pid))
     finally:
-        for server in (serve, alone):
-            server.stop()
+        for pair in pairs:
+            for server in (pair.serve, pair.alone):
+                server.stop()
 
 
 # --------------------------------------------------------------------------- report
 
 
+def of_key(run: Run, key: str) -> bool:
+    """Whether `run` is of target `key`; `KEY*` is that target on every pair (KEY, KEY #2 …)."""
+    if key.endswith("*"):
+        return run.target == key[:-1] or run.target.startswith(key[:-1] + " #")
+    return run.target == key
+
+
 def median_rps(runs: list[Run], key: str) -> float | None:
-    values = [r.result.rps for r in runs if r.target == key]
+    values = [r.result.rps for r in runs if of_key(r, key)]
     return statistics.median(values) if values else None
 
 
 def per_round(runs: list[Run], key: str, base: str) -> list[float]:
-    """key / base requests/s of each round in which both ran."""
+    """key / base requests/s (medians over the pairs) of each round in which both ran."""
     out = []
     for rnd in sorted({r.round for r in runs}):
-        a = next((r.result.rps for r in runs if r.target == key and r.round == rnd), None)
-        b = next((r.result.rps for r in runs if r.target == base and r.round == rnd), None)
+        a = median_rps([r for r in runs if r.round == rnd], key)
+        b = median_rps([r for r in runs if r.round == rnd], base)
         if a is not None and b:
             out.append(a / b)
     return out
@@ -463,13 +516,14 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
                 None if spread is None else spread <= SPREAD_TARGET,
             )
         )
-        host, alone = median_rps(runs, "host_first"), median_rps(runs, "alone")
+        host, alone = median_rps(runs, "host_first*"), median_rps(runs, "alone*")
+        pairs = f" ({args.pairs} pairs of processes)" if args.pairs > 1 else ""
         out.append(
             ratio_row(
                 runs,
-                "(4) (a) through the host router / on `serve-instance`",
-                "host_first",
-                "alone",
+                f"(4) (a) through the host router / on `serve-instance`{pairs}",
+                "host_first*",
+                "alone*",
                 f"≥ {ROUTER_TARGET}",
                 None if host is None or not alone else host / alone >= ROUTER_TARGET,
             )
@@ -477,9 +531,9 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         out.append(
             ratio_row(
                 runs,
-                "(4) (a) through the path form (/i/NAME) / on `serve-instance`",
+                "(4) (a) through the path form (/i/NAME) on pair 1 / on `serve-instance`s",
                 "path_first",
-                "alone",
+                "alone*",
                 "report only",
                 None,
             )
@@ -487,8 +541,9 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
     out.append("")
     if runs:
         out.append(
-            "Ratios are of the median requests/s over the rounds; 'per round' divides the runs "
-            "of one round. Server CPU per request (median over rounds, less sensitive than "
+            "Ratios are of the median requests/s over the rounds (and, for a target measured "
+            "on every pair, over the pairs); 'per round' divides the medians of one round. "
+            "Server CPU per request (median over rounds, less sensitive than "
             "requests/s to other processes): "
             + "; ".join(
                 f"{labels.get(key, key)} {us:.0f} µs"
@@ -591,9 +646,14 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
             )
     out += ["", "## Method", ""]
     out += [
-        "- One fresh `backpack serve` (new data directory, SQLite control store) and one "
-        "`backpack serve-instance` run side by side on 127.0.0.1 for the whole run; the load "
-        "goes to one target at a time.",
+        f"- {args.pairs} pair(s) of processes, each a fresh `backpack serve` (new data "
+        "directory, SQLite control store) and a `backpack serve-instance`, run side by side on "
+        "127.0.0.1 for the whole run; the load goes to one target at a time. Pair 1 measures "
+        "(1) to (4); the other pairs each create the same backpacks and seed the same data, "
+        "and serve only (4): one Python process runs a few per cent faster or slower than the "
+        "next with the same code and data (memory layout, hash seeds: seen here as up to 5 % "
+        "between two serve-instances), a bias that more rounds of the same process do not "
+        "average out and more processes do.",
         f"- (1) After first-run setup (one admin, signed in), backpacks `{NAME_FORMAT.format(1)}`"
         f" … `{NAME_FORMAT.format(n)}` are created one after another with `POST "
         f"{ADMIN_API}/instances` (admin bearer token), timed around each request by the "
@@ -610,9 +670,10 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         "wrk.headers and runs get_by_id.lua); the path form GETs `/i/NAME/api/…`.",
         f"- Per round every target runs once (warm-up, then measured), in a fixed order "
         "rotated by one each round so that each target leads once. The host-form runs on "
-        "backpack #1 serve both (3) and (4). Runs in which other processes used more than "
-        f"{OTHER_CPU_WARN_PCT:g}% of the CPU are repeated after waiting for an idle machine "
-        f"(at most --noisy-retries {args.noisy_retries} in all), keeping the least disturbed.",
+        "backpack #1 of pair 1 serve both (3) and (4). Runs in which other processes used "
+        f"more than {OTHER_CPU_WARN_PCT:g}% of the CPU are repeated after waiting for an idle "
+        f"machine (at most --noisy-retries {args.noisy_retries} in all), keeping the least "
+        "disturbed.",
         "- wrk runs on the same machine as the servers, so it takes CPU from them too; the same "
         "for every target. Non-2xx counts wrk's `status >= 400` responses: a request the "
         "router sent to the wrong place (or nowhere) would be counted there.",
@@ -637,6 +698,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="rounds over every target (3)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="pairs of serve-instance and serve processes that (4) is measured on (3)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run: 20 backpacks, 1 round of 1 s warm-up + 3 s, no repeats and no wait "
@@ -644,8 +711,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_run_options(p, DEFAULT_OUTPUT, time_limit=900.0, noisy_retries=None, wait_idle=None)
     args = p.parse_args(argv)
-    quick = {"count": 20, "duration": 3.0, "warmup": 1.0, "rounds": 1}
-    full = {"count": 100, "duration": 10.0, "warmup": 3.0, "rounds": 3}
+    quick = {"count": 20, "duration": 3.0, "warmup": 1.0, "rounds": 1, "pairs": 1}
+    full = {"count": 100, "duration": 10.0, "warmup": 3.0, "rounds": 3, "pairs": 3}
     if args.quick:
         defaults = quick | {"noisy_retries": 0, "wait_idle": 0.0}
     else:
@@ -655,8 +722,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.count < 2 or args.count > 999:
         p.error("--count must be from 2 to 999")
-    if args.rounds < 1 or args.duration < 1 or args.warmup < 1 or args.threads < 1:
-        p.error("--rounds, --duration, --warmup and --threads must be positive")
+    if min(args.rounds, args.duration, args.warmup, args.threads, args.pairs) < 1:
+        p.error("--rounds, --duration, --warmup, --threads and --pairs must be positive")
     return args
 
 
