@@ -26,10 +26,11 @@ from typing import Final
 
 from backpack.auth.credentials import mint_console_token
 from backpack.core.clock import now_rfc3339
+from backpack.core.ratelimit import RateLimiter
 from backpack.errors import BackpackError, BadRequest, NotFound
 from backpack.platform.admins import AdminService
 from backpack.platform.engines import POSTGRES, read_engine
-from backpack.platform.instance import load_secret_key, new_secret_key
+from backpack.platform.instance import load_secret_key, new_secret_key, rate_limit_store
 from backpack.platform.metrics import InstanceMetrics
 from backpack.platform.names import check_name
 from backpack.platform.runtime import (
@@ -105,8 +106,11 @@ class ControlPlane:
         self.data_dir = data_dir
         self.store = store
         self.addressing = addressing or Addressing()
-        self.admins = AdminService(store)
         self.services = services or Services()
+        # Sign-in attempts count across workers (Redis), like a backpack's own limits. "_" is
+        # in no backpack name: the counters are apart from every backpack's.
+        limits = rate_limit_store(self.services, "_control:ratelimit:")
+        self.admins = AdminService(store, rate_limiter=RateLimiter(limits))
         self.worker = worker  # `serve --workers`: this process's number (None: the only one)
         self.runtime = runtime or EmbeddedRuntime(
             data_dir / INSTANCES_DIR, self._is_admin_token, services=self.services, worker=worker
@@ -137,6 +141,7 @@ class ControlPlane:
         if serve and self.worker is None:  # workers: the supervisor did, once for all
             await asyncio.to_thread(remove_leftovers, self.data_dir)
         await self.store.open()
+        await self.admins.rate_limiter.store.open()
         self._serving = serve
         if serve and self.worker is not None:
             await self.reconcile()
@@ -165,6 +170,7 @@ class ControlPlane:
                 await task
         self._tasks = []
         await self.runtime.close()
+        await self.admins.rate_limiter.store.close()
         await self.store.close()
 
     async def _every(self, seconds: float, work: Callable[[], Awaitable[None]]) -> None:

@@ -89,11 +89,13 @@ def open_storage(data_dir: Path, services: Services) -> Storage:
     return SqliteStorage(str(data_dir / DATABASE_FILE))
 
 
-def _rate_limit_store(services: Services) -> RateLimitStore:
+def rate_limit_store(services: Services, kind: str = "ratelimit:") -> RateLimitStore:
+    """Counters shared by every worker (Redis) when there is Redis, else this process's own;
+    named `services.prefix` + `kind`."""
     if services.redis_url is not None:
         from backpack.cache.ratelimit import RedisRateLimitStore
 
-        return RedisRateLimitStore(services.redis_url, prefix=services.prefix + "ratelimit:")
+        return RedisRateLimitStore(services.redis_url, prefix=services.prefix + kind)
     return MemoryRateLimitStore()
 
 
@@ -121,7 +123,7 @@ def build_instance(
         files=files,
         realtime=realtime,
         credentials=credentials,
-        rate_limiter=RateLimiter(_rate_limit_store(services)),
+        rate_limiter=RateLimiter(rate_limit_store(services)),
     )
 
 

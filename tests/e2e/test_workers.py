@@ -28,12 +28,15 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import free_port, launch
 from tests.e2e.control_helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
     Deployment,
     clean_environment,
     create_instance,
     secret_key,
     set_up,
 )
+from tests.e2e.helpers import error_of
 from tests.pg import PG_SERVER, drop_databases_named, run_elsewhere
 
 T = TypeVar("T")
@@ -398,6 +401,31 @@ def test_a_killed_worker_is_restarted_while_the_other_serves(deployment: Deploym
     restarted = worker_pids(deployment)
     assert restarted[1] != pids[1] and restarted[2] == pids[2]
     assert "Worker 1 ended (exit status -9); starting it again." in deployment.log_path.read_text()
+
+
+def test_admin_sign_in_attempts_are_counted_across_workers(deployment: Deployment) -> None:
+    """The limit (10 a minute per address and per email) holds for the deployment, not per
+    worker: alternating workers does not buy an attacker twice the guesses. (Last of the
+    module's tests on the deployment: it uses up this address's sign-ins for a minute.)"""
+    attempt = {"email": "intruder@example.com", "password": "a guess of twelve"}
+    statuses: list[int] = []
+    response = None
+    for number in range(1, 23):  # 10 a minute in each worker would let 20 through
+        response = request_on(deployment, 1 + number % 2, "POST", "/admin/api/login", json=attempt)
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            break
+        time.sleep(0.05)  # each worker's hits reach Redis, and the totals come back, meanwhile
+    assert response is not None and statuses[-1] == 429, statuses
+    assert set(statuses[:-1]) == {401}, statuses
+    assert len(statuses) <= 12, statuses  # the 11th attempt, or one more in flight
+    assert error_of(response, 429, "rate_limited")["message"]
+    assert int(response.headers["retry-after"]) >= 1
+    # The admin's own sign-in from this address waits too, on either worker.
+    admin = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    for worker in (1, 2):
+        refused = request_on(deployment, worker, "POST", "/admin/api/login", json=admin)
+        error_of(refused, 429, "rate_limited")
 
 
 def test_more_workers_need_redis_or_postgres(tmp_path: Path) -> None:
