@@ -326,8 +326,9 @@ def make_targets(pair: Pair, seeded: dict[str, list[str]]) -> list[Target]:
     ids_file, first_id = ids_of(pair.alone)
     load = Load(pair.alone.base_url + "/", GET_BY_ID_LUA, (ids_file, prefix))
     targets = [Target("alone" + tag, pair.alone.label, load, pair.alone, first_id)]
-    hosts = [("host_first", first), ("host_last", last)]
-    for key, hosted in ((key, hosted) for key, hosted in hosts if hosted is not None):
+    for key, hosted in (("host_first", first), ("host_last", last)):
+        if hosted is None:
+            continue
         ids_file, first_id = ids_of(hosted)
         host = serve.host_header(hosted.instance)
         load = Load(serve.base_url + "/", host_script(hosted.workdir, host), (ids_file, prefix))
