@@ -22,14 +22,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict backpack
 
-# Everything on the embedded default, then the API suite again on the machine's PostgreSQL
-# (127.0.0.1:5432) and Redis (:6379): tests/engine.py.
+# Everything on the embedded default and, at the same time, the API suite again on the
+# machine's PostgreSQL (127.0.0.1:5432) and Redis (:6379): tests/engine.py. The two share
+# nothing (each test makes its own ports, data directories, databases and Redis prefixes)
+# and mostly wait on servers, so together they take little longer than the longer one.
+# The PostgreSQL run's output follows the embedded run's; either failing fails the target.
 test: lint typecheck
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	command -v firefox-esr >/dev/null || (apt-get update -q && apt-get install -y -q firefox-esr)
 	command -v node >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
-	$(BIN)/pytest -q -p no:cacheprovider
-	BACKPACK_TEST_ENGINE=postgres $(BIN)/pytest -q -p no:cacheprovider tests/e2e
+	@pg_log=$$(mktemp); \
+	BACKPACK_TEST_ENGINE=postgres $(BIN)/pytest -q -p no:cacheprovider tests/e2e \
+	  >"$$pg_log" 2>&1 & pg=$$!; \
+	echo "== embedded (SQLite, local disk): every test; PostgreSQL + Redis: tests/e2e, alongside"; \
+	$(BIN)/pytest -q -p no:cacheprovider; embedded=$$?; \
+	wait $$pg; postgres=$$?; \
+	echo "== PostgreSQL + Redis: tests/e2e"; cat "$$pg_log"; rm -f "$$pg_log"; \
+	test $$embedded -eq 0 && test $$postgres -eq 0
 
 # The container image (deploy/Dockerfile), built with podman from a registry-free base.
 IMAGE ?= backpack:latest
