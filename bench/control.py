@@ -23,6 +23,7 @@ interrupted or runs past --time-limit.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -235,11 +236,17 @@ def settled_rss_kb(pid: int, samples: int = 5) -> int:
 
 
 def measure(wrk: str, args: argparse.Namespace, target: Target, rnd: int) -> Run:
-    run_wrk(wrk, target.load, threads=args.threads, connections=CONNECTIONS, duration_s=args.warmup)
-    start = cpu.snapshot(target.server.pid)
-    result = run_wrk(
-        wrk, target.load, threads=args.threads, connections=CONNECTIONS, duration_s=args.duration
+    load = functools.partial(
+        run_wrk,
+        wrk,
+        target.load,
+        threads=wrk_threads(args),
+        connections=CONNECTIONS,
+        cpus=None if args.cpus is None else args.cpus[1],
     )
+    load(duration_s=args.warmup)
+    start = cpu.snapshot(target.server.pid)
+    result = load(duration_s=args.duration)
     return Run(target.key, rnd, result, cpu.since(start, target.server.pid))
 
 
@@ -400,6 +407,10 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, report: dict[str, Any
             f"{last.instance}'s Host got 404"
         )
 
+        if args.cpus is not None:  # each server on one CPU, wrk on the others
+            for pair in pairs:
+                for server in (pair.serve, pair.alone):
+                    cpu.pin_tree(server.pid, args.cpus[0])
         runs: list[Run] = report["runs"]
         retries = [args.noisy_retries]
         for rnd in range(1, args.rounds + 1):
@@ -455,6 +466,27 @@ def ratio_row(
     rounds = ", ".join(f"{x:.2f}" for x in per_round(runs, key, base)) or "—"
     shown = "—" if met is None else ("yes" if met else "**no**")
     return f"| {title} | {ratio} | {rounds} | {target} | {shown} |"
+
+
+def wrk_threads(args: argparse.Namespace) -> int:
+    threads: int = args.threads
+    return threads if args.cpus is None else min(threads, len(args.cpus[1]))
+
+
+def pinning(args: argparse.Namespace) -> str:
+    if args.cpus is None:
+        return (
+            "- wrk runs on the same machine as the servers, on any CPU, so it takes CPU from "
+            "them too; the same for every target."
+        )
+    server, load = (",".join(map(str, sorted(cpus))) for cpus in args.cpus)
+    return (
+        f"- While (3) and (4) are measured, every server process (all its threads) runs on "
+        f"CPU {server} only and wrk on CPU {load} (`--no-pin` lets both run anywhere): a "
+        "Python server uses one CPU at most, and without pinning the scheduler moves it "
+        "and wrk between CPUs run by run, which spread the same process's requests/s over "
+        "±20 % here, against ±5 % pinned."
+    )
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -614,8 +646,8 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         out += [
             "## Absolute numbers",
             "",
-            f"wrk: {args.threads} threads, {CONNECTIONS} connections, {args.warmup:g} s warm-up "
-            f"(discarded) then {args.duration:g} s measured, per target, per round.",
+            f"wrk: {wrk_threads(args)} threads, {CONNECTIONS} connections, {args.warmup:g} s "
+            f"warm-up (discarded) then {args.duration:g} s measured, per target, per round.",
             "",
             "| Target | Round | Requests/s | p50 ms | p99 ms | max ms | Requests | Non-2xx "
             "| Socket errors | Server CPU % | CPU µs/request | Other CPU % |",
@@ -675,9 +707,9 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         f"more than {OTHER_CPU_WARN_PCT:g}% of the CPU are repeated after waiting for an idle "
         f"machine (at most --noisy-retries {args.noisy_retries} in all), keeping the least "
         "disturbed.",
-        "- wrk runs on the same machine as the servers, so it takes CPU from them too; the same "
-        "for every target. Non-2xx counts wrk's `status >= 400` responses: a request the "
-        "router sent to the wrong place (or nowhere) would be counted there.",
+        pinning(args),
+        "Non-2xx counts wrk's `status >= 400` responses: a request the router sent to the "
+        "wrong place (or nowhere) would be counted there.",
     ]
     out.append("")
     if status and report.get("traceback"):
@@ -697,7 +729,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="seconds measured per run (10)")
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per run (3)")
     p.add_argument("--rounds", type=int, default=None, help="rounds over every target (3)")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (at most its CPUs)")
+    p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the servers and wrk run on any CPU (by default, while (3) and (4) are "
+        "measured, every server runs on the first CPU and wrk on the others)",
+    )
     p.add_argument(
         "--pairs",
         type=int,
@@ -725,6 +764,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--count must be from 2 to 999")
     if min(args.rounds, args.duration, args.warmup, args.threads, args.pairs) < 1:
         p.error("--rounds, --duration, --warmup, --threads and --pairs must be positive")
+    args.cpus = cpu.split_cpus() if args.pin else None
     return args
 
 

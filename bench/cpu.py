@@ -38,6 +38,30 @@ def tree_cpu_s(root: int) -> float:
     return total / _TICK
 
 
+def pin_tree(root: int, cpus: set[int]) -> None:
+    """Run every thread of `root` and its live descendants on `cpus` only (threads and
+    processes they start later inherit it)."""
+    for pid in process_tree(root):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                os.sched_setaffinity(int(task), cpus)
+            except (OSError, ValueError):
+                continue  # the thread ended meanwhile
+
+
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """(the server's CPU, the load generator's CPUs) out of those this process may use, or
+    None when there is only one."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    return {allowed[0]}, set(allowed[1:])
+
+
 def _own_and_children_s() -> float:
     """CPU used by this harness and its reaped children (wrk)."""
     own = resource.getrusage(resource.RUSAGE_SELF)

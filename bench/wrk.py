@@ -85,6 +85,11 @@ def die_with_parent() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _pinned_child(cpus: set[int]) -> None:
+    die_with_parent()
+    os.sched_setaffinity(0, cpus)
+
+
 def find_wrk() -> str:
     path = shutil.which("wrk")
     if path is None:
@@ -106,7 +111,9 @@ def run_wrk(
     connections: int,
     duration_s: float,
     timeout_s: float = 10.0,
+    cpus: set[int] | None = None,
 ) -> WrkResult:
+    """One wrk run of `load`; on `cpus` only, when given."""
     cmd = [
         wrk,
         f"--threads={threads}",
@@ -132,7 +139,7 @@ def run_wrk(
             text=True,
             timeout=duration_s + timeout_s + 30,
             check=False,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent if cpus is None else lambda: _pinned_child(cpus),
         )
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish in time: {' '.join(cmd)}") from exc
