@@ -469,6 +469,53 @@ def test_api_rate_limit(tmp_path: Path) -> None:
         limited.stop()
 
 
+def test_a_local_proxys_forwarded_headers_name_the_client_and_scheme(tmp_path: Path) -> None:
+    """X-Forwarded-For and -Proto from a trusted address (127.0.0.1) become the client (its
+    own rate-limit bucket) and the scheme (a Secure cookie); without them nothing changes."""
+    key = "bpk_" + "f" * 40
+    proxied = start_server(tmp_path / "proxied", key=key)
+    try:
+        admin = {"Authorization": f"Bearer {key}"}
+        limits = {"rate_limits": {"api_per_minute": 3}}
+        assert httpx.patch(proxied.url + "/api/settings", json=limits, headers=admin).is_success
+
+        def health(client_ip: str | None) -> int:
+            headers = {} if client_ip is None else {"X-Forwarded-For": client_ip}
+            return httpx.get(proxied.url + "/api/health", headers=headers).status_code
+
+        first = [health("203.0.113.7") for _ in range(5)]
+        assert first[:3] == [200] * 3 and set(first[3:]) == {429}
+        assert health("203.0.113.8") == 200  # another client behind the proxy
+        assert health(None) == 200  # the proxy's own address: a bucket of its own
+        # A forged chain: only the address the trusted proxy saw counts.
+        assert health("198.51.100.1, 203.0.113.7") == 429
+
+        body = {"email": "proxied@example.com", "password": PASSWORD}
+        https = httpx.post(
+            proxied.url + "/api/auth/signup",
+            json=body,
+            headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"},
+        )
+        assert https.status_code == 201, https.text
+        assert "; Secure" in https.headers["set-cookie"]
+        plain = httpx.post(
+            proxied.url + "/api/auth/login",
+            json=body,
+            headers={"X-Forwarded-For": "203.0.113.10"},
+        )
+        assert plain.status_code == 200, plain.text
+        assert "Secure" not in plain.headers["set-cookie"]
+        # Not a scheme uvicorn accepts: ignored.
+        odd = httpx.post(
+            proxied.url + "/api/auth/login",
+            json=body,
+            headers={"X-Forwarded-For": "203.0.113.11", "X-Forwarded-Proto": "gopher"},
+        )
+        assert odd.status_code == 200 and "Secure" not in odd.headers["set-cookie"]
+    finally:
+        proxied.stop()
+
+
 def test_admin_signs_a_user_out_everywhere_and_makes_reset_links(
     server: RunningServer, admin: httpx.Client
 ) -> None:

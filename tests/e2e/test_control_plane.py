@@ -353,6 +353,22 @@ def test_backpacks_are_isolated(dep: Deployment) -> None:
     assert signup_b.json()["user"]["id"] != signup.json()["user"]["id"]
 
 
+def test_a_local_proxys_forwarded_scheme_reaches_both_forms(dep: Deployment) -> None:
+    """Behind a TLS-terminating proxy on 127.0.0.1 (X-Forwarded-Proto: https) a backpack's
+    session cookie is Secure, by host and by path; a direct request's is not."""
+    name = create_instance(dep)
+    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.20"}
+    for number, client in enumerate((dep.by_host(name), dep.backpack(name))):
+        credentials = {"email": f"proxied{number}@example.com", "password": "user password"}
+        with client:
+            signup = client.post("/api/auth/signup", json=credentials, headers=proxy)
+            direct = client.post("/api/auth/login", json=credentials)
+        assert signup.status_code == 201, signup.text
+        assert "; Secure" in signup.headers["set-cookie"]
+        assert direct.status_code == 200, direct.text
+        assert "Secure" not in direct.headers["set-cookie"]
+
+
 def test_unknown_backpacks_and_other_domains_are_not_found(dep: Deployment) -> None:
     name = create_instance(dep)
     key = secret_key(dep, name)
