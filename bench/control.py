@@ -708,7 +708,7 @@ def render(args: argparse.Namespace, report: dict[str, Any]) -> str:
         f"machine (at most --noisy-retries {args.noisy_retries} in all), keeping the least "
         "disturbed.",
         pinning(args),
-        "Non-2xx counts wrk's `status >= 400` responses: a request the router sent to the "
+        "- Non-2xx counts wrk's `status >= 400` responses: a request the router sent to the "
         "wrong place (or nowhere) would be counted there.",
     ]
     out.append("")

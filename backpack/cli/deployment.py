@@ -234,6 +234,9 @@ def serve(
     restarted if one dies; it needs BACKPACK_REDIS_URL or BACKPACK_DATABASE_URL
     so realtime events reach every worker. Each response's X-Backpack-Worker
     header names the worker that answered.
+
+    Behind a reverse proxy on this host, X-Forwarded-For and X-Forwarded-Proto
+    from 127.0.0.1 or ::1 (or FORWARDED_ALLOW_IPS) name the client and scheme.
     """
     import uvicorn
 

@@ -89,7 +89,9 @@ def serve_instance(
     kept in DATA/backpack.db, or in PostgreSQL when BACKPACK_DATABASE_URL is
     set (the URL names the database); BACKPACK_REDIS_URL shares realtime and
     rate limits between servers (docs/deploy.md). With --workers N, N
-    processes share the port (a dead one is started again).
+    processes share the port (a dead one is started again). Behind a reverse
+    proxy on this host, X-Forwarded-For and X-Forwarded-Proto from 127.0.0.1 or
+    ::1 (or FORWARDED_ALLOW_IPS) name the client and scheme.
     """
     import uvicorn
 

@@ -33,9 +33,10 @@ class ProxyHeaders:
 
     uvicorn wraps every app in it, and for each request from a trusted address (127.0.0.1:
     a local reverse proxy, a local load test) it first parses that address with `ipaddress`:
-    about 8,000 instructions per request under callgrind, 4 % of a record GET. A request
-    without either header leaves it nothing to rewrite, so this looks for them first, at C
-    speed, and hands only the others to it. uvicorn runs with `proxy_headers` off.
+    about 8,000 instructions per request under callgrind. A request without either header
+    leaves it nothing to rewrite, so this looks for them first, at C speed, and hands only
+    the others to it: about 4,000 instructions fewer per record GET (~2 %), this frame
+    counted. uvicorn runs with `proxy_headers` off.
     """
 
     def __init__(self, app: ASGIApp, trusted_hosts: str) -> None:

@@ -489,6 +489,9 @@ def test_a_local_proxys_forwarded_headers_name_the_client_and_scheme(tmp_path: P
         assert health(None) == 200  # the proxy's own address: a bucket of its own
         # A forged chain: only the address the trusted proxy saw counts.
         assert health("198.51.100.1, 203.0.113.7") == 429
+        # Not an address at all: a client of its own, never a failure.
+        assert health("not an address") == 200
+        assert health("") == 200
 
         body = {"email": "proxied@example.com", "password": PASSWORD}
         https = httpx.post(
