@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 ALL_TRUE = {op: True for op in ("list", "read", "create", "update", "delete")}
+
+
+def inside_one_rate_window(seconds: float = 20.0) -> None:
+    """Wait until at least `seconds` are left in the current wall-clock minute.
+
+    Shared (Redis) rate-limit windows are wall-clock minutes, as every worker must agree
+    on them: a test that counts hits up to a limit must not straddle two of them.
+    """
+    while 60 - time.time() % 60 < seconds:
+        time.sleep(0.5)
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import MailServer, RunningServer, start_server
-from tests.e2e.helpers import error_of
+from tests.e2e.helpers import error_of, inside_one_rate_window
 
 PASSWORD = "correct horse battery"
 
@@ -430,10 +429,7 @@ def test_rate_limits(tmp_path: Path) -> None:
     key = "bpk_" + "l" * 40
     limited = start_server(tmp_path / "limited", key=key)
     try:
-        # Shared (Redis) windows are wall-clock minutes, as every worker must agree on them:
-        # start well inside one, so that the 100 attempts never straddle two.
-        while time.time() % 60 > 40:
-            time.sleep(0.5)
+        inside_one_rate_window()  # the 100 attempts never straddle two shared windows
         statuses = []
         for i in range(100):
             response = httpx.post(
@@ -463,6 +459,7 @@ def test_api_rate_limit(tmp_path: Path) -> None:
             ).status_code
             == 200
         )
+        inside_one_rate_window()
         statuses = [httpx.get(limited.url + "/api/health").status_code for _ in range(8)]
         assert statuses.count(429) >= 2 and statuses[0] == 200
     finally:
@@ -483,6 +480,7 @@ def test_a_local_proxys_forwarded_headers_name_the_client_and_scheme(tmp_path: P
             headers = {} if client_ip is None else {"X-Forwarded-For": client_ip}
             return httpx.get(proxied.url + "/api/health", headers=headers).status_code
 
+        inside_one_rate_window()
         first = [health("203.0.113.7") for _ in range(5)]
         assert first[:3] == [200] * 3 and set(first[3:]) == {429}
         assert health("203.0.113.8") == 200  # another client behind the proxy
